@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine: `make run` and `make test`.
+# Each creates .venv (Python 3.11) if missing and installs the pinned set.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
+
+.PHONY: run test venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): constraints.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c constraints.txt "torch==2.13.0"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[numpyro,pyro,test]"
+	@rm -f $(VENV)/.installed-*; touch $@
+
+run: venv
+	$(VENV)/bin/pplpatterning llc --model product --backend numpyro --sampler nuts
+
+test: venv
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) validation/benchmark_llc.py
+
+clean:
+	rm -rf $(VENV) .jax_cache build dist *.egg-info

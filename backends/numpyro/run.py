@@ -1,0 +1,127 @@
+"""Run a GibbsPosterior under ``numpyro.infer.MCMC`` and assemble the Trace."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer import HMC, MCMC, NUTS
+
+from pplpatterning.posterior import GibbsPosterior
+from pplpatterning.samplers import SamplerSettings
+from pplpatterning.trace import build_trace, versions
+
+from .kernels import KERNELS
+from .spec import PosteriorArgs, full_batch_loss, model_for, posterior_args
+
+__all__ = ["sample", "make_kernel", "evaluate_draws"]
+
+# Sampler-state fields recorded in sample_stats, and their names there.
+_EXTRA_FIELDS = {
+    "nuts": {"diverging": "diverging", "accept_prob": "accept_prob", "adapt_state.step_size": "step_size",
+             "num_steps": "num_steps"},
+    "hmc": {"diverging": "diverging", "accept_prob": "accept_prob", "adapt_state.step_size": "step_size",
+            "num_steps": "num_steps"},
+    "mala": {"accept_prob": "accept_prob", "step_size": "step_size", "grad_norm": "grad_norm"},
+    "sgld": {"loss": "minibatch_loss", "loss_delta": "minibatch_loss_delta", "grad_norm": "grad_norm"},
+    "rmsprop_sgld": {"loss": "minibatch_loss", "loss_delta": "minibatch_loss_delta", "grad_norm": "grad_norm"},
+    "sgnht": {"loss": "minibatch_loss", "loss_delta": "minibatch_loss_delta", "grad_norm": "grad_norm",
+              "thermostat": "thermostat"},
+}
+
+
+def make_kernel(post: GibbsPosterior, settings: SamplerSettings):
+    """The NumPyro MCMCKernel for ``settings.sampler`` on ``post``."""
+    opts = dict(settings.options)
+    name = settings.sampler
+    if name in ("nuts", "hmc"):
+        common = dict(target_accept_prob=opts.pop("target_accept"), adapt_step_size=settings.num_burnin > 0,
+                      adapt_mass_matrix=settings.num_burnin > 0, dense_mass=False)
+        if settings.step_size is not None:
+            common["step_size"] = settings.step_size
+        if name == "nuts":
+            return NUTS(model_for(post), max_tree_depth=opts.pop("max_tree_depth"), **common)
+        return HMC(model_for(post), num_steps=opts.pop("num_steps"), trajectory_length=None, **common)
+    batch = settings.resolved_batch_size(post.n)
+    return KERNELS[name](post.model.loss, settings.step_size, batch, **opts)
+
+
+def _chunk_size(n: int) -> int:
+    return int(max(1, min(256, 4_000_000 // max(n, 1))))
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "observables", "chunk"))
+def _evaluate(flat_z, args: PosteriorArgs, *, loss_fn, observables, chunk):
+    def one(z):
+        loss, delta = full_batch_loss(loss_fn, z, args)
+        params = dict(args.frozen)
+        params.update(z)
+        obs = {name: jnp.asarray(fn(params, jnp)) for name, fn in observables}
+        return loss, delta, obs
+
+    return jax.lax.map(one, flat_z, batch_size=chunk)
+
+
+def evaluate_draws(post: GibbsPosterior, samples: dict, args: PosteriorArgs, observables: dict):
+    """Full-batch L_n^ρ, L_n^ρ - L_n^ρ(w*) (per sample) and observables at every draw."""
+    leaf = next(iter(samples.values()))
+    C, D = leaf.shape[:2]
+    flat = {k: v.reshape((C * D,) + v.shape[2:]) for k, v in samples.items()}
+    loss, delta, obs = _evaluate(flat, args, loss_fn=post.model.loss,
+                                 observables=tuple(sorted(observables.items())), chunk=_chunk_size(post.n))
+    shape = lambda x: np.asarray(x).reshape((C, D) + np.shape(x)[1:])  # noqa: E731
+    return shape(loss), shape(delta), {k: shape(v) for k, v in obs.items()}
+
+
+def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict, keep_params: bool = True):
+    """Sample ``post`` with NumPyro and return a Trace (see pplpatterning.trace)."""
+    t_start = time.perf_counter()
+    args = posterior_args(post)
+    kernel = make_kernel(post, settings)
+    C = settings.num_chains
+    init = {k: (jnp.broadcast_to(v, (C,) + v.shape) if C > 1 else v) for k, v in args.centre.items()}
+    mcmc = MCMC(
+        kernel,
+        num_warmup=settings.num_burnin,
+        num_samples=settings.num_draws * settings.thinning,
+        num_chains=C,
+        thinning=settings.thinning,
+        chain_method="vectorized",
+        progress_bar=settings.progress_bar,
+        jit_model_args=True,
+    )
+    fields = _EXTRA_FIELDS[settings.sampler]
+    mcmc.run(jax.random.PRNGKey(settings.seed), args, init_params=init, extra_fields=tuple(fields))
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    extra = {fields[k]: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    t_sampled = time.perf_counter()
+
+    if settings.is_stochastic_gradient and settings.loss_estimate == "minibatch":
+        loss, delta = extra["minibatch_loss"], extra["minibatch_loss_delta"]
+        _, _, obs = evaluate_draws(post, samples, args, observables) if observables else (None, None, {})
+    else:
+        loss, delta, obs = evaluate_draws(post, samples, args, observables)
+    t_done = time.perf_counter()
+
+    stats = {"loss": loss, "loss_delta": delta, **extra}
+    attrs = {
+        **post.describe(),
+        "backend": "numpyro",
+        "sampler": settings.sampler,
+        "seed": settings.seed,
+        "loss_estimate": settings.loss_estimate if settings.is_stochastic_gradient else "full",
+        "batch_size": settings.resolved_batch_size(post.n),
+        "settings": settings.describe(),
+        "lambda_exact": post.model.lam,
+        "multiplicity": post.model.multiplicity,
+        "dtype": str(args.n_beta.dtype),
+        "sampling_seconds": t_sampled - t_start,
+        "evaluation_seconds": t_done - t_sampled,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "versions": versions("jax", "jaxlib", "numpyro"),
+    }
+    return build_trace(posterior=samples if keep_params else {}, sample_stats=stats, observables=obs, attrs=attrs)

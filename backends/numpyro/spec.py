@@ -1,0 +1,98 @@
+"""Compile a GibbsPosterior to JAX arrays and a NumPyro model.
+
+Everything data-dependent (data, weights, centre, frozen parameters, model constants, nβ,
+γ) is passed as a traced argument, never closed over: with ``jit_model_args=True`` and the
+persistent compilation cache, a second posterior with the same shapes reuses the compiled
+program instead of recompiling (DESIGN.md, "Choices already measured").
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
+
+from pplpatterning.posterior import (
+    GibbsPosterior,
+    localization_energy,
+    per_sample_loss_delta,
+    tempered_loss_energy,
+)
+
+__all__ = ["PosteriorArgs", "posterior_args", "gibbs_model", "potential_fn", "full_batch_loss"]
+
+
+class PosteriorArgs(NamedTuple):
+    """The traced arguments of every compiled function (a pytree of JAX arrays)."""
+
+    data: dict[str, jax.Array]
+    weights: jax.Array          # effective weights c ρ_i, shape (n,)
+    centre: dict[str, jax.Array]  # centre of the sampled parameters
+    frozen: dict[str, jax.Array]  # frozen parameters at their centre values
+    consts: dict[str, jax.Array]
+    loss_at_centre: jax.Array   # l_i(w*), shape (n,)
+    n_beta: jax.Array
+    gamma: jax.Array
+
+
+def posterior_args(post: GibbsPosterior, dtype=jnp.float64) -> PosteriorArgs:
+    as_ = partial(jnp.asarray, dtype=dtype)
+    return PosteriorArgs(
+        data={k: as_(v) for k, v in post.data.items()},
+        weights=as_(post.effective_weights),
+        centre={k: as_(post.centre[k]) for k in post.sampled},
+        frozen={k: as_(post.centre[k]) for k in post.frozen},
+        consts={k: as_(v) for k, v in post.model.consts.items()},
+        loss_at_centre=as_(post.loss_at_centre_per_sample),
+        n_beta=as_(post.n_beta),
+        gamma=as_(post.gamma),
+    )
+
+
+def gibbs_model(args: PosteriorArgs, *, loss_fn, shapes: tuple[tuple[str, tuple[int, ...]], ...]):
+    """NumPyro model of p(v) ∝ exp(-nβ L_n^ρ(u*, v) - γ/2 ||v - v*||²).
+
+    Sample sites are improper-flat; the localizing prior and the tempered likelihood enter
+    as two factors, so the potential is exactly U(v), with no normalising constant.
+    """
+    sampled = {
+        name: numpyro.sample(name, dist.ImproperUniform(constraints.real, (), event_shape=shape))
+        for name, shape in shapes
+    }
+    numpyro.factor("localizing_prior", -localization_energy(sampled, args.centre, args.gamma, jnp))
+    numpyro.factor(
+        "tempered_loss",
+        -tempered_loss_energy(loss_fn, sampled, args.frozen, args.data, args.weights, args.consts, args.n_beta, jnp),
+    )
+
+
+def model_for(post: GibbsPosterior):
+    """The NumPyro model function for ``post`` (static parts bound, data passed as args)."""
+    shapes = tuple((k, tuple(post.model.param_shapes[k])) for k in post.sampled)
+    return partial(gibbs_model, loss_fn=post.model.loss, shapes=shapes)
+
+
+def potential_fn(post: GibbsPosterior):
+    """U(v) as NumPyro computes it from the compiled model (for checks against the spec)."""
+    from numpyro.infer.util import potential_energy
+
+    model = model_for(post)
+    args = posterior_args(post)
+
+    def U(params: dict[str, Any]) -> jax.Array:
+        return potential_energy(model, (args,), {}, {k: jnp.asarray(v) for k, v in params.items()})
+
+    return U
+
+
+def full_batch_loss(loss_fn, sampled: dict[str, jax.Array], args: PosteriorArgs):
+    """(L_n^ρ(w), L_n^ρ(w) - L_n^ρ(w*)) on the full data, the difference taken per sample."""
+    params = dict(args.frozen)
+    params.update(sampled)
+    return per_sample_loss_delta(loss_fn, params, args.data, args.weights, args.loss_at_centre, args.consts, jnp)

@@ -1,0 +1,139 @@
+"""The model contract: a per-sample loss written once against the array-API namespace.
+
+A :class:`Model` carries everything the backends need to build a Gibbs posterior and
+everything the estimators need to check themselves against known answers:
+
+- ``loss(params, batch, consts, xp) -> Array[batch]``: the per-sample loss l_i(w)
+  (a negative log-likelihood up to constants). ``xp`` is the array namespace the backend
+  passes in (``jax.numpy`` or torch through array-api-compat); autodiff belongs to the
+  backend. ``consts`` holds the model's fixed arrays (exponents, noise scales, ...):
+  they are passed as arguments, never closed over, so the same compiled program serves
+  every instance of a model family with the same shapes (no recompilation per example).
+- ``param_shapes``: parameter names and shapes, in a fixed order.
+- ``centre``: the default centre w* (a local minimum of the population loss).
+- ``generate(n, seed)``: a data generator returning ``{name: array with leading dim n}``.
+- ``lam`` / ``multiplicity``: the exact learning coefficient and its multiplicity at the
+  default centre where known (MATH.md §5), else ``None``.
+- ``centre_for(data)``: an optional data-dependent centre (e.g. the least-squares
+  estimate, which is the exact minimum of the empirical loss L_n).
+- ``finite_target(posterior)``: optional exact E[λ̂] a perfect sampler returns at the
+  posterior's nβ and γ (MATH.md §6).
+
+The ``loss`` must be a module-level function (not a closure or bound method) so that it
+hashes the same across instances; backends key their compiled programs on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Model", "LossFn"]
+
+LossFn = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any], Any], Any]
+
+
+def _frozen_arrays(arrays: Mapping[str, Any], what: str) -> Mapping[str, np.ndarray]:
+    out = {}
+    for key, value in arrays.items():
+        arr = np.array(value, dtype=np.float64 if np.asarray(value).dtype.kind in "fiub" else None)
+        arr.setflags(write=False)
+        out[str(key)] = arr
+    return MappingProxyType(out)
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A model family member: per-sample loss, parameter shapes, centre and known answers.
+
+    Parameters
+    ----------
+    name
+        Short identifier, used in traces and reports.
+    loss
+        ``loss(params, batch, consts, xp)`` returning the per-sample losses, shape
+        ``(batch_size,)``. Module-level function; see the module docstring.
+    param_shapes
+        ``{name: shape}`` of every parameter.
+    centre
+        Default centre w*, ``{name: array}`` matching ``param_shapes``.
+    consts
+        Fixed arrays the loss reads (passed to it, not closed over).
+    data_generator
+        ``data_generator(n, rng, consts) -> {name: array (n, ...)}``.
+    lam, multiplicity
+        Exact learning coefficient λ and multiplicity m at ``centre``, where known.
+    centre_fn
+        Optional ``centre_fn(data, consts) -> {name: array}``: a data-dependent centre.
+    target_fn
+        Optional ``target_fn(posterior) -> float``: exact finite-nβ expectation of λ̂.
+    description
+        One line for tables and ``--help``.
+    """
+
+    name: str
+    loss: LossFn
+    param_shapes: Mapping[str, tuple[int, ...]]
+    centre: Mapping[str, np.ndarray]
+    consts: Mapping[str, np.ndarray] = field(default_factory=dict)
+    data_generator: Callable[..., dict[str, np.ndarray]] | None = None
+    lam: float | None = None
+    multiplicity: int | None = None
+    centre_fn: Callable[..., dict[str, np.ndarray]] | None = None
+    target_fn: Callable[[Any], float | None] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not callable(self.loss):
+            raise TypeError(f"Model {self.name!r}: `loss` must be callable, got {type(self.loss).__name__}.")
+        shapes = {str(k): tuple(int(s) for s in v) for k, v in self.param_shapes.items()}
+        if not shapes:
+            raise ValueError(f"Model {self.name!r}: `param_shapes` is empty; a model needs at least one parameter.")
+        object.__setattr__(self, "param_shapes", MappingProxyType(shapes))
+        centre = _frozen_arrays(self.centre, "centre")
+        for key, shape in shapes.items():
+            if key not in centre:
+                raise ValueError(f"Model {self.name!r}: `centre` lacks parameter {key!r}.")
+            if centre[key].shape != shape:
+                raise ValueError(
+                    f"Model {self.name!r}: `centre[{key!r}]` has shape {centre[key].shape}, "
+                    f"`param_shapes` says {shape}."
+                )
+        extra = set(centre) - set(shapes)
+        if extra:
+            raise ValueError(f"Model {self.name!r}: `centre` has unknown parameters {sorted(extra)}.")
+        object.__setattr__(self, "centre", centre)
+        object.__setattr__(self, "consts", _frozen_arrays(self.consts, "consts"))
+
+    @property
+    def dim(self) -> int:
+        """Number of scalar parameters d."""
+        return int(sum(int(np.prod(s)) for s in self.param_shapes.values()))
+
+    def generate(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """Draw a data set of ``n`` samples with a fixed seed."""
+        if self.data_generator is None:
+            raise ValueError(f"Model {self.name!r} has no data generator; pass `data` explicitly.")
+        if int(n) < 1:
+            raise ValueError(f"`n` must be a positive integer, got {n!r}.")
+        rng = np.random.default_rng(seed)
+        return self.data_generator(int(n), rng, self.consts)
+
+    def centre_for(self, data: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """The centre to use with ``data``: ``centre_fn(data)`` if given, else ``centre``."""
+        if self.centre_fn is None:
+            return self.centre
+        return self.centre_fn(data, self.consts)
+
+    def per_sample_loss_numpy(self, params: Mapping[str, Any], data: Mapping[str, Any]) -> np.ndarray:
+        """Evaluate l_i(w) for every sample with NumPy in float64 (reference implementation)."""
+        p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+        return np.asarray(self.loss(p, data, self.consts, np), dtype=np.float64)
+
+    def __repr__(self) -> str:
+        lam = "unknown" if self.lam is None else f"{self.lam:g}"
+        return f"Model({self.name!r}, d={self.dim}, λ={lam}, m={self.multiplicity})"

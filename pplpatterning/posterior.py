@@ -1,0 +1,303 @@
+"""The backend-neutral specification of a localized, tempered Gibbs posterior.
+
+    p(w) ∝ exp( -nβ · L_n^ρ(w) - (γ/2) ||v - v*||² )
+
+with L_n^ρ(w) = (1/n) Σ_i ρ_i l_i(w) (or Σ_i ρ_i l_i / Σ_i ρ_i when the weights are
+renormalised), w = (u, v) split into frozen parameters u (held at u*) and sampled
+parameters v. Sources: Lau et al. 2023/2024 (arXiv 2308.12108), MATH.md §1.
+
+The potential U(v) = nβ L_n^ρ(u*, v) + (γ/2)||v - v*||² is written here once, against
+the array-API namespace, and both backends compile it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from .model import Model
+
+__all__ = [
+    "GibbsPosterior", "gibbs_potential", "localization_energy", "tempered_loss_energy", "per_sample_loss_delta",
+]
+
+
+def _finite_float_array(value: Any, what: str) -> np.ndarray:
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"`{what}` must be numeric array-like; could not convert: {exc}") from None
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"`{what}` contains {bad} NaN or infinite value(s); clean or drop them first.")
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class GibbsPosterior:
+    """A localized, tempered Gibbs posterior around a centre w*.
+
+    Parameters
+    ----------
+    model
+        The :class:`~pplpatterning.Model` defining the per-sample loss l_i(w).
+    data
+        ``{name: array}`` with a common leading dimension n.
+    centre
+        The centre w*, ``{name: array}``; defaults to ``model.centre_for(data)``.
+    n_beta
+        The inverse temperature times n, nβ. Default: the WBIC value n / log n.
+    gamma
+        Localization strength γ ≥ 0 (0 = none; the posterior must then be proper).
+    weights
+        Optional per-sample weights ρ_i ≥ 0, shape (n,).
+    normalize_weights
+        If True, L^ρ = Σ ρ_i l_i / Σ ρ_i; else (1/n) Σ ρ_i l_i.
+    sampled
+        Names of the parameters to sample; the others stay frozen at the centre
+        (weight restriction). Default: all.
+    """
+
+    model: Model
+    data: Mapping[str, np.ndarray]
+    centre: Mapping[str, np.ndarray] | None = None
+    n_beta: float | None = None
+    gamma: float = 0.0
+    weights: np.ndarray | None = None
+    normalize_weights: bool = False
+    sampled: tuple[str, ...] | None = None
+    n: int = field(init=False)
+    n_beta_source: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, Model):
+            raise TypeError(
+                f"`model` must be a pplpatterning.Model, got {type(self.model).__name__}; "
+                "wrap your loss with pplpatterning.Model(...)."
+            )
+        model = self.model
+        # data
+        if not isinstance(self.data, Mapping) or not self.data:
+            raise TypeError("`data` must be a non-empty mapping {name: array} with a common leading dimension n.")
+        data = {str(k): _finite_float_array(v, f"data[{k!r}]") for k, v in self.data.items()}
+        lengths = {k: (v.shape[0] if v.ndim else None) for k, v in data.items()}
+        if any(v is None for v in lengths.values()):
+            scalars = [k for k, v in lengths.items() if v is None]
+            raise ValueError(f"`data` entries {scalars} are scalars; every entry needs a leading sample dimension n.")
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"`data` entries disagree on the number of samples n: {lengths}.")
+        n = next(iter(lengths.values()))
+        if n < 1:
+            raise ValueError("`data` has zero samples.")
+        object.__setattr__(self, "data", MappingProxyType(data))
+        object.__setattr__(self, "n", int(n))
+
+        # centre
+        centre_in = model.centre_for(data) if self.centre is None else self.centre
+        if not isinstance(centre_in, Mapping):
+            raise TypeError("`centre` must be a mapping {parameter name: array}.")
+        unknown = set(map(str, centre_in)) - set(model.param_shapes)
+        if unknown:
+            raise ValueError(
+                f"`centre` names unknown parameters {sorted(unknown)}; "
+                f"the model has {list(model.param_shapes)}."
+            )
+        centre = {}
+        for name, shape in model.param_shapes.items():
+            if name not in centre_in:
+                raise ValueError(f"`centre` lacks parameter {name!r}; give a value for every parameter.")
+            arr = _finite_float_array(centre_in[name], f"centre[{name!r}]")
+            if arr.shape != shape:
+                raise ValueError(f"`centre[{name!r}]` has shape {arr.shape}; the model expects {shape}.")
+            centre[name] = arr
+        object.__setattr__(self, "centre", MappingProxyType(centre))
+
+        # nβ
+        if self.n_beta is None:
+            if n < 2:
+                raise ValueError("`n_beta` defaults to n/log n, which needs n ≥ 2; pass `n_beta` explicitly.")
+            object.__setattr__(self, "n_beta", n / math.log(n))
+            object.__setattr__(self, "n_beta_source", "wbic: n/log(n)")
+        else:
+            nb = self.n_beta
+            if isinstance(nb, bool) or not isinstance(nb, (int, float, np.floating, np.integer)):
+                raise TypeError(f"`n_beta` must be a positive number, got {type(nb).__name__}.")
+            if not math.isfinite(float(nb)) or float(nb) <= 0:
+                raise ValueError(f"`n_beta` must be a finite positive number (nβ > 0), got {nb!r}.")
+            object.__setattr__(self, "n_beta", float(nb))
+            object.__setattr__(self, "n_beta_source", "user")
+
+        # γ
+        g = self.gamma
+        if isinstance(g, bool) or not isinstance(g, (int, float, np.floating, np.integer)):
+            raise TypeError(f"`gamma` must be a non-negative number, got {type(g).__name__}.")
+        if not math.isfinite(float(g)) or float(g) < 0:
+            raise ValueError(f"`gamma` must be finite and ≥ 0 (0 means no localization), got {g!r}.")
+        object.__setattr__(self, "gamma", float(g))
+
+        # ρ
+        if self.weights is not None:
+            w = _finite_float_array(self.weights, "weights")
+            if w.shape != (n,):
+                raise ValueError(f"`weights` must have shape (n,) = ({n},), got {w.shape}.")
+            if np.any(w < 0):
+                raise ValueError(
+                    f"`weights` must be non-negative; {int(np.sum(w < 0))} are negative "
+                    "(clip them, or use a smaller patterning step α)."
+                )
+            if self.normalize_weights and not np.sum(w) > 0:
+                raise ValueError("`weights` sum to zero, so `normalize_weights=True` cannot renormalise them.")
+            object.__setattr__(self, "weights", w)
+        object.__setattr__(self, "normalize_weights", bool(self.normalize_weights))
+
+        # restriction
+        if self.sampled is None:
+            sampled = tuple(model.param_shapes)
+        else:
+            if isinstance(self.sampled, str):
+                raise TypeError("`sampled` must be a sequence of parameter names, e.g. ('a',), not a string.")
+            sampled = tuple(str(s) for s in self.sampled)
+            unknown = [s for s in sampled if s not in model.param_shapes]
+            if unknown:
+                raise ValueError(
+                    f"`sampled` names unknown parameters {unknown}; the model has {list(model.param_shapes)}."
+                )
+            if not sampled:
+                raise ValueError("`sampled` is empty; name at least one parameter to sample.")
+            if len(set(sampled)) != len(sampled):
+                raise ValueError(f"`sampled` repeats a name: {list(sampled)}.")
+            sampled = tuple(s for s in model.param_shapes if s in sampled)  # model order
+        object.__setattr__(self, "sampled", sampled)
+
+        # The loss must accept the data and return one value per sample.
+        losses = model.per_sample_loss_numpy(centre, data)
+        if losses.shape != (n,):
+            raise ValueError(
+                f"Model {model.name!r}: `loss` returned shape {losses.shape} on the data; "
+                f"it must return one loss per sample, shape ({n},)."
+            )
+        if not np.all(np.isfinite(losses)):
+            raise ValueError(f"Model {model.name!r}: the loss at the centre is not finite for some samples.")
+        losses.setflags(write=False)
+        object.__setattr__(self, "_loss_at_centre_per_sample", losses)
+
+    # ----------------------------------------------------------------- derived
+    @property
+    def frozen(self) -> tuple[str, ...]:
+        """Parameters held at the centre (the complement of ``sampled``)."""
+        return tuple(k for k in self.model.param_shapes if k not in self.sampled)
+
+    @property
+    def effective_weights(self) -> np.ndarray:
+        """Weights c·ρ_i such that L^ρ = (1/n) Σ_i c ρ_i l_i (c = n/Σρ if normalised, else 1)."""
+        if self.weights is None:
+            return np.ones(self.n)
+        if self.normalize_weights:
+            return self.weights * (self.n / float(np.sum(self.weights)))
+        return self.weights
+
+    @property
+    def loss_at_centre_per_sample(self) -> np.ndarray:
+        """l_i(w*) for every sample, float64 (read-only)."""
+        return self._loss_at_centre_per_sample  # type: ignore[attr-defined]
+
+    @property
+    def loss_at_centre(self) -> float:
+        """L_n^ρ(w*) in float64."""
+        return float(np.mean(self.effective_weights * self.loss_at_centre_per_sample))
+
+    @property
+    def sampled_dim(self) -> int:
+        return int(sum(int(np.prod(self.model.param_shapes[k])) for k in self.sampled))
+
+    def loss(self, params: Mapping[str, Any]) -> float:
+        """L_n^ρ(w) in float64 with NumPy; ``params`` may omit frozen parameters."""
+        full = self.full_params(params)
+        return float(np.mean(self.effective_weights * self.model.per_sample_loss_numpy(full, self.data)))
+
+    def potential(self, params: Mapping[str, Any]) -> float:
+        """U(v) = nβ L_n^ρ(u*, v) + γ/2 ||v - v*||², the reference value in float64 NumPy."""
+        sq = sum(float(np.sum((np.asarray(params[k], np.float64) - self.centre[k]) ** 2)) for k in self.sampled)
+        return self.n_beta * self.loss(params) + 0.5 * self.gamma * sq
+
+    def full_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Sampled parameters from ``params`` plus frozen ones from the centre."""
+        missing = [k for k in self.sampled if k not in params]
+        if missing:
+            raise ValueError(f"`params` lacks sampled parameters {missing}.")
+        full = {k: params[k] for k in self.sampled}
+        full.update({k: self.centre[k] for k in self.frozen})
+        return full
+
+    def with_(self, **changes: Any) -> "GibbsPosterior":
+        """A copy with some fields changed (validated again), e.g. ``post.with_(weights=rho)``."""
+        fields = dict(
+            model=self.model, data=self.data, centre=self.centre, n_beta=self.n_beta, gamma=self.gamma,
+            weights=self.weights, normalize_weights=self.normalize_weights, sampled=self.sampled,
+        )
+        if self.n_beta_source != "user" and "n_beta" not in changes:
+            fields["n_beta"] = None
+        fields.update(changes)
+        return GibbsPosterior(**fields)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly summary stored in every Trace's attrs."""
+        return {
+            "model": self.model.name,
+            "n": self.n,
+            "n_beta": self.n_beta,
+            "n_beta_source": self.n_beta_source,
+            "gamma": self.gamma,
+            "weights": "none" if self.weights is None else ("normalised" if self.normalize_weights else "raw"),
+            "sampled": list(self.sampled),
+            "loss_at_centre": self.loss_at_centre,
+            "dim": self.sampled_dim,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"GibbsPosterior(model={self.model.name!r}, n={self.n}, n_beta={self.n_beta:.6g} "
+            f"[{self.n_beta_source}], gamma={self.gamma:g}, sampled={list(self.sampled)}, "
+            f"weights={'none' if self.weights is None else 'given'})"
+        )
+
+
+def localization_energy(sampled_params, centre, gamma, xp):
+    """(γ/2) Σ_{k ∈ sampled} ||v_k - v*_k||², the localizing prior's negative log density."""
+    sq = 0.0
+    for k, v in sampled_params.items():
+        sq = sq + xp.sum((v - centre[k]) ** 2)
+    return 0.5 * gamma * sq
+
+
+def tempered_loss_energy(loss_fn, sampled_params, frozen_params, batch, batch_weights, consts, n_beta, xp):
+    """nβ · (1/B) Σ_b c ρ_b l_b(u*, v): nβ L_n^ρ on the full data, an unbiased estimate on a
+    uniform minibatch (``batch_weights`` are the effective weights c ρ_b of its rows)."""
+    params = dict(frozen_params)
+    params.update(sampled_params)
+    return n_beta * xp.mean(batch_weights * loss_fn(params, batch, consts, xp))
+
+
+def gibbs_potential(loss_fn, sampled_params, frozen_params, batch, batch_weights, centre, consts,
+                    n_beta, gamma, xp):
+    """U(v) = nβ L^ρ(u*, v) + (γ/2)||v - v*||² on a (mini)batch, written once for every backend."""
+    return (tempered_loss_energy(loss_fn, sampled_params, frozen_params, batch, batch_weights, consts, n_beta, xp)
+            + localization_energy(sampled_params, centre, gamma, xp))
+
+
+def per_sample_loss_delta(loss_fn, params, batch, batch_weights, loss_at_centre, consts, xp):
+    """(L^ρ(w), L^ρ(w) - L^ρ(w*)) on a batch, the difference taken per sample.
+
+    Averaging c ρ_i (l_i(w) - l_i(w*)) instead of subtracting two means avoids the
+    cancellation that costs ~1e-3 absolute at n = 1e6 in float32 (MATH.md §2).
+    """
+    losses = loss_fn(params, batch, consts, xp)
+    loss = xp.mean(batch_weights * losses)
+    delta = xp.mean(batch_weights * (losses - loss_at_centre))
+    return loss, delta

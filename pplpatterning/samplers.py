@@ -1,0 +1,147 @@
+"""Backend-neutral sampler settings: one table of samplers, their options and defaults.
+
+Both backends read :data:`SAMPLERS`; :class:`SamplerSettings` validates everything before
+any compilation or sampling starts.
+
+Exact samplers (full-batch, Metropolis-corrected or NUTS): ``nuts``, ``hmc``, ``mala``.
+Stochastic-gradient samplers (minibatch, no correction): ``sgld``, ``rmsprop_sgld``, ``sgnht``.
+
+SGLD step (MATH.md §8, Welling & Teh 2011):
+    w ← w - (ε/2) ∇U_batch(w) + √ε ξ,   ξ ~ N(0, I),
+    ∇U_batch = nβ ∇L_batch^ρ(w) + γ (w - w*).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+__all__ = ["SAMPLERS", "EXACT_SAMPLERS", "SG_SAMPLERS", "SamplerSettings", "LOSS_ESTIMATES"]
+
+EXACT_SAMPLERS = ("nuts", "hmc", "mala")
+SG_SAMPLERS = ("sgld", "rmsprop_sgld", "sgnht")
+
+# Per-sampler options and their defaults (beyond the common ones in SamplerSettings).
+SAMPLERS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    # NUTS/HMC adapt the step size during burn-in (dual averaging) toward target_accept.
+    "nuts": MappingProxyType({"target_accept": 0.8, "max_tree_depth": 10}),
+    "hmc": MappingProxyType({"target_accept": 0.8, "num_steps": 10}),
+    # MALA adapts ε during burn-in by dual averaging toward target_accept, then freezes it.
+    "mala": MappingProxyType({"target_accept": 0.574}),
+    "sgld": MappingProxyType({}),
+    # RMSProp-preconditioned SGLD (Li et al. 2016; Hitchcock & Hoogland 2025):
+    # V ← α V + (1-α) g², G = 1/(√V + eps), w ← w - (ε/2) G g + √(ε G) ξ.
+    "rmsprop_sgld": MappingProxyType({"alpha": 0.99, "eps": 1e-5, "adapt": "burnin"}),
+    # SGNHT (Ding et al. 2014): p ← p - ξ p ε - ε∇U + √(2Aε) η, w ← w + ε p,
+    # ξ ← ξ + ε (pᵀp/d - 1); A = diffusion.
+    "sgnht": MappingProxyType({"diffusion": 0.01}),
+})
+
+LOSS_ESTIMATES = ("full", "minibatch")
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Validated sampler settings, shared by every backend.
+
+    Parameters
+    ----------
+    sampler
+        One of :data:`SAMPLERS`.
+    num_chains, num_draws, num_burnin
+        Chains, kept draws per chain (after thinning) and burn-in steps. Burn-in draws are
+        never part of any estimate.
+    step_size
+        ε. For NUTS/HMC/MALA the initial value before adaptation (default: backend's);
+        for SG samplers the fixed step (required to be sensible; see ``calibrate``).
+    batch_size
+        Minibatch size for SG samplers (default min(n, 256)); ignored by exact samplers.
+    thinning
+        Keep every ``thinning``-th step.
+    loss_estimate
+        ``"full"``: L_n(w) evaluated on the full data at every kept draw (exact);
+        ``"minibatch"``: the SG sampler's own minibatch loss at each kept step (cheap,
+        unbiased, noisier). Exact samplers always use ``"full"``.
+    seed
+        Integer seed; the same seed reproduces the same trace exactly.
+    options
+        Sampler-specific options (see :data:`SAMPLERS`).
+    """
+
+    sampler: str = "nuts"
+    num_chains: int = 4
+    num_draws: int = 1000
+    num_burnin: int = 500
+    step_size: float | None = None
+    batch_size: int | None = None
+    thinning: int = 1
+    loss_estimate: str = "full"
+    seed: int = 0
+    progress_bar: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"`sampler` must be one of {list(SAMPLERS)}, got {self.sampler!r}.")
+        for name in ("num_chains", "num_draws", "thinning"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {v!r}.")
+        if isinstance(self.num_burnin, bool) or not isinstance(self.num_burnin, int) or self.num_burnin < 0:
+            raise ValueError(f"`num_burnin` must be a non-negative integer, got {self.num_burnin!r}.")
+        if self.step_size is not None:
+            if not isinstance(self.step_size, (int, float)) or not math.isfinite(self.step_size) or self.step_size <= 0:
+                raise ValueError(f"`step_size` must be a finite positive number, got {self.step_size!r}.")
+            object.__setattr__(self, "step_size", float(self.step_size))
+        elif self.sampler in SG_SAMPLERS:
+            object.__setattr__(self, "step_size", 1e-4)
+        if self.batch_size is not None:
+            if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+                raise ValueError(f"`batch_size` must be a positive integer, got {self.batch_size!r}.")
+        if self.loss_estimate not in LOSS_ESTIMATES:
+            raise ValueError(f"`loss_estimate` must be one of {LOSS_ESTIMATES}, got {self.loss_estimate!r}.")
+        if self.loss_estimate == "minibatch" and self.sampler in EXACT_SAMPLERS:
+            raise ValueError(
+                f"`loss_estimate='minibatch'` applies to SG samplers only; {self.sampler!r} uses the full loss."
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}.")
+        allowed = SAMPLERS[self.sampler]
+        unknown = set(self.options) - set(allowed)
+        if unknown:
+            raise ValueError(
+                f"Unknown option(s) {sorted(unknown)} for sampler {self.sampler!r}; "
+                f"it accepts {sorted(allowed) or 'none'}."
+            )
+        merged = dict(allowed)
+        merged.update(self.options)
+        object.__setattr__(self, "options", MappingProxyType(merged))
+
+    @property
+    def is_stochastic_gradient(self) -> bool:
+        return self.sampler in SG_SAMPLERS
+
+    def resolved_batch_size(self, n: int) -> int:
+        """The minibatch size actually used on n samples (full batch for exact samplers)."""
+        if not self.is_stochastic_gradient:
+            return n
+        b = self.batch_size if self.batch_size is not None else min(n, 256)
+        if b > n:
+            raise ValueError(f"`batch_size`={b} exceeds the number of samples n={n}; use batch_size ≤ {n}.")
+        return b
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "sampler": self.sampler,
+            "num_chains": self.num_chains,
+            "num_draws": self.num_draws,
+            "num_burnin": self.num_burnin,
+            "step_size": self.step_size,
+            "batch_size": self.batch_size,
+            "thinning": self.thinning,
+            "loss_estimate": self.loss_estimate if self.is_stochastic_gradient else "full",
+            "seed": self.seed,
+            "options": dict(self.options),
+        }

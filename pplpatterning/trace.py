@@ -1,0 +1,128 @@
+"""The Trace: one ArviZ DataTree that every backend returns.
+
+Groups (all variables have leading dims ``(chain, draw)``):
+
+- ``posterior``: the sampled parameters (optional; ``keep_params=False`` drops them).
+- ``sample_stats``: ``loss`` = L_n^ρ(w) per kept draw, ``loss_delta`` =
+  L_n^ρ(w) - L_n^ρ(w*) averaged per sample (float64), plus whatever the sampler reports
+  (``accept_prob``, ``step_size``, ``diverging``, ``grad_norm``, ...).
+- ``observables``: per-draw values of user observables φ(w) (may be empty).
+- root attrs: backend, sampler, n_beta, n_beta_source, gamma, n, loss_at_centre, seed,
+  model, settings and library versions. Nested values are stored as JSON strings so
+  that a Trace survives netCDF exactly.
+
+Everything here is numpy/xarray only: a saved Trace can be analysed without JAX or torch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from arviz_base import from_dict
+
+__all__ = ["build_trace", "save_trace", "load_trace", "trace_attr", "versions"]
+
+_JSON_PREFIX = "json:"
+
+
+def versions(*packages: str) -> dict[str, str]:
+    """Installed versions of pplpatterning and the given packages."""
+    out = {}
+    for name in ("pplpatterning", "numpy", "xarray", "arviz-base", "arviz-stats", *packages):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _encode_attr(value: Any) -> Any:
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if value is None or isinstance(value, (dict, list, tuple)):
+        return _JSON_PREFIX + json.dumps(value, sort_keys=True, default=float)
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return value
+
+
+def _decode_attr(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_JSON_PREFIX):
+        return json.loads(value[len(_JSON_PREFIX):])
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def trace_attr(trace: xr.DataTree, key: str, default: Any = ...) -> Any:
+    """Read a root attribute of a Trace, decoding JSON-encoded values."""
+    if key not in trace.attrs:
+        if default is ...:
+            raise KeyError(f"This trace has no attribute {key!r}; it has {sorted(trace.attrs)}.")
+        return default
+    return _decode_attr(trace.attrs[key])
+
+
+def build_trace(
+    *,
+    posterior: Mapping[str, np.ndarray],
+    sample_stats: Mapping[str, np.ndarray],
+    observables: Mapping[str, np.ndarray] | None = None,
+    attrs: Mapping[str, Any],
+    param_dims: Mapping[str, list[str]] | None = None,
+) -> xr.DataTree:
+    """Assemble a Trace from (chain, draw, ...) arrays.
+
+    ``sample_stats`` must contain ``loss`` and ``loss_delta``.
+    """
+    for key in ("loss", "loss_delta"):
+        if key not in sample_stats:
+            raise ValueError(f"`sample_stats` must contain {key!r}.")
+    shape = np.shape(sample_stats["loss"])
+    if len(shape) != 2:
+        raise ValueError(f"`sample_stats['loss']` must have dims (chain, draw), got shape {shape}.")
+    groups: dict[str, dict[str, np.ndarray]] = {
+        "posterior": {k: np.asarray(v) for k, v in posterior.items()},
+        "sample_stats": {k: np.asarray(v) for k, v in sample_stats.items()},
+    }
+    if observables:
+        groups["observables"] = {k: np.asarray(v) for k, v in observables.items()}
+    groups = {g: v for g, v in groups.items() if v}
+    dims = dict(param_dims or {})
+    if "posterior" not in groups:
+        groups["posterior"] = {}
+    tree = from_dict({g: v for g, v in groups.items() if v}, dims=dims, check_conventions=False)
+    if "observables" not in tree.children:
+        tree["observables"] = xr.DataTree(xr.Dataset(coords={"chain": np.arange(shape[0]), "draw": np.arange(shape[1])}))
+    tree.attrs.update({k: _encode_attr(v) for k, v in attrs.items()})
+    return tree
+
+
+def save_trace(trace: xr.DataTree, path: str | Path) -> Path:
+    """Write a Trace to netCDF (``.nc``) or zarr (a directory ending in ``.zarr``)."""
+    path = Path(path)
+    if path.suffix == ".zarr":
+        trace.to_zarr(path, mode="w")
+    else:
+        trace.to_netcdf(path, engine="netcdf4")
+    return path
+
+
+def load_trace(path: str | Path) -> xr.DataTree:
+    """Read a Trace written by :func:`save_trace` fully into memory."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No trace at {str(path)!r}.")
+    if path.suffix == ".zarr":
+        tree = xr.open_datatree(path, engine="zarr")
+    else:
+        tree = xr.open_datatree(path, engine="netcdf4")
+    tree = tree.load()
+    tree.close()
+    return tree
