@@ -176,7 +176,15 @@ class GibbsPosterior:
         object.__setattr__(self, "sampled", sampled)
 
         # The loss must accept the data and return one value per sample.
-        losses = model.per_sample_loss_numpy(centre, data)
+        try:
+            losses = model.per_sample_loss_numpy(centre, data)
+        except Exception as exc:
+            shapes = {k: v.shape for k, v in data.items()}
+            raise ValueError(
+                f"Model {model.name!r}: evaluating the loss on `data` at the centre failed "
+                f"({type(exc).__name__}: {exc}). Check that `data` has the keys and shapes the model "
+                f"expects; got {shapes}."
+            ) from exc
         if losses.shape != (n,):
             raise ValueError(
                 f"Model {model.name!r}: `loss` returned shape {losses.shape} on the data; "

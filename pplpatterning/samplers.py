@@ -27,7 +27,8 @@ SG_SAMPLERS = ("sgld", "rmsprop_sgld", "sgnht")
 SAMPLERS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     # NUTS/HMC adapt the step size during burn-in (dual averaging) toward target_accept.
     "nuts": MappingProxyType({"target_accept": 0.8, "max_tree_depth": 10}),
-    "hmc": MappingProxyType({"target_accept": 0.8, "num_steps": 10}),
+    # HMC jitters ε by U(1 - j, 1 + j) after burn-in against resonance (Neal 2011 §5.4.2.2).
+    "hmc": MappingProxyType({"target_accept": 0.8, "num_steps": 10, "step_jitter": 0.2}),
     # MALA adapts ε during burn-in by dual averaging toward target_accept, then freezes it.
     "mala": MappingProxyType({"target_accept": 0.574}),
     "sgld": MappingProxyType({}),

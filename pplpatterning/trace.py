@@ -94,12 +94,11 @@ def build_trace(
     if observables:
         groups["observables"] = {k: np.asarray(v) for k, v in observables.items()}
     groups = {g: v for g, v in groups.items() if v}
-    dims = dict(param_dims or {})
-    if "posterior" not in groups:
-        groups["posterior"] = {}
-    tree = from_dict({g: v for g, v in groups.items() if v}, dims=dims, check_conventions=False)
-    if "observables" not in tree.children:
-        tree["observables"] = xr.DataTree(xr.Dataset(coords={"chain": np.arange(shape[0]), "draw": np.arange(shape[1])}))
+    tree = from_dict(groups, dims=dict(param_dims or {}), check_conventions=False)
+    for name in ("posterior", "observables"):  # always present, possibly empty
+        if name not in tree.children:
+            coords = {"chain": np.arange(shape[0]), "draw": np.arange(shape[1])}
+            tree[name] = xr.DataTree(xr.Dataset(coords=coords))
     tree.attrs.update({k: _encode_attr(v) for k, v in attrs.items()})
     return tree
 

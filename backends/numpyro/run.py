@@ -9,13 +9,14 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer import HMC, MCMC, NUTS
+from numpyro.infer import MCMC, NUTS
 
 from pplpatterning.posterior import GibbsPosterior
 from pplpatterning.samplers import SamplerSettings
 from pplpatterning.trace import build_trace, versions
 
 from .kernels import KERNELS
+from .kernels.hmc_jitter import JitteredHMC
 from .spec import PosteriorArgs, full_batch_loss, model_for, posterior_args
 
 __all__ = ["sample", "make_kernel", "evaluate_draws"]
@@ -45,7 +46,8 @@ def make_kernel(post: GibbsPosterior, settings: SamplerSettings):
             common["step_size"] = settings.step_size
         if name == "nuts":
             return NUTS(model_for(post), max_tree_depth=opts.pop("max_tree_depth"), **common)
-        return HMC(model_for(post), num_steps=opts.pop("num_steps"), trajectory_length=None, **common)
+        return JitteredHMC(model_for(post), num_steps=opts.pop("num_steps"), trajectory_length=None,
+                           step_jitter=opts.pop("step_jitter"), **common)
     batch = settings.resolved_batch_size(post.n)
     return KERNELS[name](post.model.loss, settings.step_size, batch, **opts)
 
