@@ -18,7 +18,7 @@ $(STAMP): constraints.txt pyproject.toml
 	@rm -f $(VENV)/.installed-*; touch $@
 
 run: venv
-	$(VENV)/bin/pplpatterning llc --model product --backend numpyro --sampler nuts
+	$(VENV)/bin/pplpatterning llc --model product --backend numpyro --sampler nuts --option target_accept=0.95
 
 test: venv
 	$(PY) -m pytest -q
