@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import time
+import warnings
 from datetime import datetime, timezone
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer import MCMC, NUTS
+from numpyro.infer import NUTS
 
 from pplpatterning.posterior import GibbsPosterior
 from pplpatterning.samplers import SamplerSettings
 from pplpatterning.trace import build_trace, versions
 
+from .driver import run_segmented
 from .kernels import KERNELS
 from .kernels.hmc_jitter import JitteredHMC
 from .spec import PosteriorArgs, full_batch_loss, model_for, posterior_args
@@ -80,27 +82,24 @@ def evaluate_draws(post: GibbsPosterior, samples: dict, args: PosteriorArgs, obs
 
 
 def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict, keep_params: bool = True):
-    """Sample ``post`` with NumPyro and return a Trace (see pplpatterning.trace)."""
+    """Sample ``post`` with NumPyro and return a Trace (see pplpatterning.trace).
+
+    The draws run in up to 20 equal compiled segments (see .driver). If the run
+    stops early (Ctrl-C, an error, all chains NaN), the completed draws are returned with
+    attrs ``incomplete=1`` and ``incomplete_reason``, and a warning says what happened.
+    """
     t_start = time.perf_counter()
     args = posterior_args(post)
     kernel = make_kernel(post, settings)
     C = settings.num_chains
     init = {k: (jnp.broadcast_to(v, (C,) + v.shape) if C > 1 else v) for k, v in args.centre.items()}
-    mcmc = MCMC(
-        kernel,
-        num_warmup=settings.num_burnin,
-        num_samples=settings.num_draws * settings.thinning,
-        num_chains=C,
-        thinning=settings.thinning,
-        chain_method="vectorized",
-        progress_bar=settings.progress_bar,
-        jit_model_args=True,
-    )
     fields = _EXTRA_FIELDS[settings.sampler]
-    mcmc.run(jax.random.PRNGKey(settings.seed), args, init_params=init, extra_fields=tuple(fields))
-    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    extra = {fields[k]: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    samples, extra, reason = run_segmented(kernel, args, init, settings, fields)
     t_sampled = time.perf_counter()
+    done = next(iter(samples.values())).shape[1]
+    if reason is not None:
+        warnings.warn(f"Sampling stopped early: {reason}. The trace keeps the {done} of {settings.num_draws} "
+                      "draws per chain completed before that.", RuntimeWarning, stacklevel=3)
 
     if settings.is_stochastic_gradient and settings.loss_estimate == "minibatch":
         loss, delta = extra["minibatch_loss"], extra["minibatch_loss_delta"]
@@ -121,6 +120,8 @@ def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict
         "lambda_exact": post.model.lam,
         "multiplicity": post.model.multiplicity,
         "dtype": str(args.n_beta.dtype),
+        "incomplete": int(reason is not None),
+        "incomplete_reason": reason or "",
         "sampling_seconds": t_sampled - t_start,
         "evaluation_seconds": t_done - t_sampled,
         "created_at": datetime.now(timezone.utc).isoformat(),
