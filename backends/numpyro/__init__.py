@@ -29,8 +29,9 @@ _configure_compilation_cache()
 
 from .run import evaluate_draws, make_kernel, sample  # noqa: E402
 from .spec import posterior_args, potential_fn  # noqa: E402
+from .user import model_from_jax  # noqa: E402
 
-__all__ = ["sample", "make_kernel", "evaluate_draws", "posterior_args", "potential_fn", "potential_and_grad"]
+__all__ = ["model_from_jax", "sample", "make_kernel", "evaluate_draws", "posterior_args", "potential_fn", "potential_and_grad"]
 
 
 def potential_and_grad(post, params):
