@@ -1,0 +1,54 @@
+"""The llc command: table, --json, --save, and clear errors before any sampling."""
+
+import json
+
+import pytest
+
+from pplpatterning import load_trace
+from pplpatterning.cli import main
+
+FAST = ["--draws", "300", "--burnin", "200", "--no-progress", "--n", "200"]
+
+
+def test_llc_json_reports_target_and_estimate(capsys, tmp_path):
+    path = tmp_path / "t.nc"
+    code = main(["llc", "--model", "regular", "--sampler", "mala", "--gamma", "0", "--json", "--save", str(path),
+                 *FAST])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["lambda_exact"] == 1.0 and out["multiplicity"] == 1
+    assert out["target_finite_nbeta"] == pytest.approx(1.0, rel=1e-12)
+    assert abs(out["llc"] - 1.0) < 4 * out["mcse"]
+    assert out["saved_to"] == str(path)
+    assert load_trace(path).attrs["sampler"] == "mala"
+
+
+def test_llc_table(capsys):
+    assert main(["llc", "--model", "powers", "--model-arg", "k=(1, 2)", "--sampler", "nuts", "--gamma", "0",
+                 *FAST]) == 0
+    out = capsys.readouterr().out
+    for label in ("exact λ", "finite-nβ target", "λ̂ ± MCSE", "R-hat", "ESS bulk / tail", "wall time"):
+        assert label in out
+    assert "0.75 (m=1)" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["llc", "--model", "regular", "--sampler", "sgld", "--batch-size", "5000"], "`batch_size`=5000 exceeds"),
+    (["llc", "--model", "regular", "--gamma", "-1"], "`gamma` must be finite and ≥ 0"),
+    (["llc", "--model", "regular", "--model-arg", "dim=3"], "unknown keyword argument"),
+    (["llc", "--model", "regular", "--option", "alpha=0.5"], r"Unknown option\(s\) \['alpha'\] for sampler 'nuts'"),
+])
+def test_bad_input_exits_2_with_message(capsys, argv, message):
+    assert main(argv + ["--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err
+    import re
+
+    assert re.search(message, err), err
+
+
+def test_unknown_model_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["llc", "--model", "nope"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
