@@ -5,6 +5,7 @@ the chains come back as one Trace (an ArviZ DataTree) from which :func:`llc` and
 :func:`diagnose` compute, with numpy/xarray only.
 """
 
+from .comparison import compare
 from .diagnostics import Diagnosis, Finding, diagnose
 from .llc import LLCEstimate, llc, wbic
 from .model import Model
@@ -18,5 +19,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Model", "GibbsPosterior", "sample", "SamplerSettings", "SAMPLERS",
     "llc", "wbic", "LLCEstimate", "diagnose", "Diagnosis", "Finding",
-    "save_trace", "load_trace",
+    "save_trace", "load_trace", "compare",
 ]

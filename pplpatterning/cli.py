@@ -137,6 +137,52 @@ def cmd_llc(a: argparse.Namespace) -> int:
     return 0
 
 
+def _sampler_value(text: str) -> tuple[str, Any]:
+    return _model_arg(text)
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from .comparison import compare
+    from .plots import plot_comparison
+
+    post = _build_posterior(a)
+    opts: dict[str, dict[str, Any]] = {s: {} for s in a.samplers}
+    for flag, items in (("step_size", a.step_size), ("batch_size", a.batch_size)):
+        for sampler, value in items:
+            if sampler not in opts:
+                raise ValueError(f"--{flag.replace('_', '-')} names sampler {sampler!r}, which is not in --samplers.")
+            opts[sampler][flag] = value
+    for key, value in a.option:
+        sampler, _, name = key.partition(".")
+        if sampler not in opts or not name:
+            raise ValueError(f"--option expects SAMPLER.KEY=VALUE with a sampler from --samplers, got {key!r}.")
+        opts[sampler][name] = value
+    table = compare(post, backends=a.backends, samplers=a.samplers, sampler_options=opts, num_chains=a.chains,
+                    num_draws=a.draws, num_burnin=a.burnin, seed=a.seed, progress_bar=not (a.no_progress or a.json))
+    if a.csv:
+        table.to_csv(a.csv, index=False)
+    if a.plot:
+        plot_comparison(table, a.plot, title=f"{post.model.name}: nβ={post.n_beta:.4g}, γ={post.gamma:g}, n={post.n}")
+    if a.json:
+        print(table.to_json(orient="records", indent=2))
+        return 0
+    lam = "—" if post.model.lam is None else f"{post.model.lam:g} (m={post.model.multiplicity})"
+    target = table["target"].iloc[0]
+    print(f"{post.model.name}: n={post.n}, nβ={post.n_beta:.4g} [{post.n_beta_source}], γ={post.gamma:g}; "
+          f"exact λ {lam}; finite-nβ target {_fmt(None if target != target else target)}")
+    show = table.copy()
+    show["λ̂ ± MCSE"] = [("error" if e else f"{m:.4f} ± {s:.4f}") for m, s, e in
+                        zip(show["llc"], show["mcse"], show["error"])]
+    cols = ["backend", "sampler", "λ̂ ± MCSE", "z", "rhat", "ess_bulk", "ess_per_s", "wall_s", "problems"]
+    print(show[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="—"))
+    for _, row in table[table["error"] != ""].iterrows():
+        print(f"{row['backend']}/{row['sampler']} failed: {row['error']}", file=sys.stderr)
+    for label, path in (("csv", a.csv), ("plot", a.plot)):
+        if path:
+            print(f"{label}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pplpatterning", description="SLT estimators on NumPyro and Pyro.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -146,6 +192,25 @@ def build_parser() -> argparse.ArgumentParser:
     p_llc.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p_llc.add_argument("--save", metavar="PATH", help="save the trace (netCDF .nc or .zarr)")
     p_llc.set_defaults(func=cmd_llc)
+
+    p_cmp = sub.add_parser("compare", help="λ̂ of one posterior across backends × samplers")
+    _add_posterior_args(p_cmp)
+    p_cmp.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    p_cmp.add_argument("--samplers", nargs="+", default=["nuts", "mala", "sgld"], choices=sorted(SAMPLERS))
+    p_cmp.add_argument("--step-size", action="append", type=_sampler_value, default=[], metavar="SAMPLER=EPS",
+                       help="step size per sampler, repeatable (e.g. --step-size sgld=1e-3)")
+    p_cmp.add_argument("--batch-size", action="append", type=_sampler_value, default=[], metavar="SAMPLER=B")
+    p_cmp.add_argument("--option", action="append", type=_option, default=[], metavar="SAMPLER.KEY=VALUE",
+                       help="sampler option, repeatable (e.g. --option nuts.target_accept=0.95)")
+    p_cmp.add_argument("--chains", type=int, default=4)
+    p_cmp.add_argument("--draws", type=int, default=1000)
+    p_cmp.add_argument("--burnin", type=int, default=500)
+    p_cmp.add_argument("--seed", type=int, default=0)
+    p_cmp.add_argument("--no-progress", action="store_true")
+    p_cmp.add_argument("--json", action="store_true", help="print the table as JSON records")
+    p_cmp.add_argument("--csv", metavar="PATH", help="write the table as CSV")
+    p_cmp.add_argument("--plot", metavar="PATH", help="write a PNG of λ̂ ± 2 MCSE against the target")
+    p_cmp.set_defaults(func=cmd_compare)
     return p
 
 
