@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_wheel_installs_subpackages(tmp_path):
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(ROOT)],
-                   check=True, capture_output=True)
+    built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist),
+                            str(ROOT)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     (wheel,) = dist.glob("pplpatterning-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "pplpatterning/backends/numpyro/run.py" in names
@@ -19,8 +20,9 @@ def test_wheel_installs_subpackages(tmp_path):
     assert not any(n.startswith(("backends/", "models/")) for n in names), "generic top-level names leaked"
 
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(target),
-                    str(wheel)], check=True, capture_output=True)
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target",
+                                str(target), str(wheel)], capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr[-2000:]
     probe = (
         "import sys, pplpatterning, pplpatterning.models, pplpatterning.backends.numpyro;"
         "assert pplpatterning.__file__.startswith(sys.argv[1]), pplpatterning.__file__;"
