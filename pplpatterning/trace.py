@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 from arviz_base import from_dict
 
-__all__ = ["build_trace", "save_trace", "load_trace", "trace_attr", "versions"]
+__all__ = ["build_trace", "run_attrs", "save_trace", "load_trace", "trace_attr", "versions"]
 
 _JSON_PREFIX = "json:"
 
@@ -67,6 +67,31 @@ def trace_attr(trace: xr.DataTree, key: str, default: Any = ...) -> Any:
             raise KeyError(f"This trace has no attribute {key!r}; it has {sorted(trace.attrs)}.")
         return default
     return _decode_attr(trace.attrs[key])
+
+
+def run_attrs(post, settings, *, backend: str, dtype: str, packages: tuple[str, ...], incomplete_reason: str | None,
+              sampling_seconds: float, evaluation_seconds: float) -> dict[str, Any]:
+    """The root attrs every backend writes: the posterior, the settings, the run's provenance."""
+    from datetime import datetime, timezone
+
+    return {
+        **post.describe(),
+        "backend": backend,
+        "sampler": settings.sampler,
+        "seed": settings.seed,
+        "loss_estimate": settings.loss_estimate if settings.is_stochastic_gradient else "full",
+        "batch_size": settings.resolved_batch_size(post.n),
+        "settings": settings.describe(),
+        "lambda_exact": post.model.lam,
+        "multiplicity": post.model.multiplicity,
+        "dtype": dtype,
+        "incomplete": int(incomplete_reason is not None),
+        "incomplete_reason": incomplete_reason or "",
+        "sampling_seconds": sampling_seconds,
+        "evaluation_seconds": evaluation_seconds,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "versions": versions(*packages),
+    }
 
 
 def build_trace(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from datetime import datetime, timezone
 from functools import partial
 
 import jax
@@ -14,7 +13,7 @@ from numpyro.infer import NUTS
 
 from pplpatterning.posterior import GibbsPosterior
 from pplpatterning.samplers import SamplerSettings
-from pplpatterning.trace import build_trace, versions
+from pplpatterning.trace import build_trace, run_attrs
 
 from .driver import run_segmented
 from .kernels import KERNELS
@@ -109,22 +108,7 @@ def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict
     t_done = time.perf_counter()
 
     stats = {"loss": loss, "loss_delta": delta, **extra}
-    attrs = {
-        **post.describe(),
-        "backend": "numpyro",
-        "sampler": settings.sampler,
-        "seed": settings.seed,
-        "loss_estimate": settings.loss_estimate if settings.is_stochastic_gradient else "full",
-        "batch_size": settings.resolved_batch_size(post.n),
-        "settings": settings.describe(),
-        "lambda_exact": post.model.lam,
-        "multiplicity": post.model.multiplicity,
-        "dtype": str(args.n_beta.dtype),
-        "incomplete": int(reason is not None),
-        "incomplete_reason": reason or "",
-        "sampling_seconds": t_sampled - t_start,
-        "evaluation_seconds": t_done - t_sampled,
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "versions": versions("jax", "jaxlib", "numpyro"),
-    }
+    attrs = run_attrs(post, settings, backend="numpyro", dtype=str(args.n_beta.dtype),
+                      packages=("jax", "jaxlib", "numpyro"), incomplete_reason=reason,
+                      sampling_seconds=t_sampled - t_start, evaluation_seconds=t_done - t_sampled)
     return build_trace(posterior=samples if keep_params else {}, sample_stats=stats, observables=obs, attrs=attrs)
