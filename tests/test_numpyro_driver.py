@@ -60,6 +60,11 @@ def test_nan_chains_stop_early_and_keep_draws(post):
     assert "nan_loss" in diagnose(tr).codes()
 
 
+def test_nan_during_burnin_raises_before_any_draw(post):
+    with pytest.raises(FloatingPointError, match="before any draw was kept.*during burn-in"):
+        sample(post, sampler="sgld", step_size=50.0, num_draws=100, num_burnin=200, progress_bar=False)
+
+
 def test_interrupt_keeps_completed_segments(post, monkeypatch):
     real = jax.device_get
     calls = {"n": 0}
@@ -70,10 +75,11 @@ def test_interrupt_keeps_completed_segments(post, monkeypatch):
             raise KeyboardInterrupt
         return real(x)
 
+    # device_get calls: 1 after burn-in, then one per 50-draw segment; the 4th call is segment 3
     monkeypatch.setattr(driver.jax, "device_get", flaky)
-    with pytest.warns(RuntimeWarning, match=r"interrupted \(KeyboardInterrupt\).*keeps the 150 of 1000"):
+    with pytest.warns(RuntimeWarning, match=r"interrupted \(KeyboardInterrupt\).*keeps the 100 of 1000"):
         tr = sample(post, sampler="sgld", step_size=1e-3, num_draws=1000, num_burnin=10, progress_bar=False)
-    assert tr["sample_stats"]["loss"].shape == (4, 150)
+    assert tr["sample_stats"]["loss"].shape == (4, 100)
     assert tr.attrs["incomplete_reason"] == "interrupted (KeyboardInterrupt)"
 
 

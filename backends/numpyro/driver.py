@@ -29,6 +29,12 @@ def segments(num_draws: int, max_segments: int = 20) -> tuple[int, int]:
     return k, num_draws // k
 
 
+def _all_chains_nonfinite(z: dict, C: int) -> bool:
+    """True when no chain has all-finite parameters (z: dict of (C, ...) or unbatched arrays)."""
+    ok = [np.isfinite(np.asarray(v)).reshape((C, -1) if C > 1 else (1, -1)).all(axis=1) for v in z.values()]
+    return not np.logical_and.reduce(ok).any()
+
+
 def _collect(state, fields):
     return state.z, {name: attrgetter(path)(state) for path, name in fields.items()}
 
@@ -66,7 +72,10 @@ def run_segmented(kernel, args, init, settings, fields: dict):
     try:
         if settings.num_burnin:
             state = burn(state, args, settings.num_burnin)
-            jax.block_until_ready(state)
+            if _all_chains_nonfinite(jax.device_get(state.z), C):
+                raise FloatingPointError(
+                    "Sampling stopped before any draw was kept: every chain's parameters became NaN or infinite "
+                    "during burn-in (reduce the step size or localize more).")
         bar.update(settings.num_burnin)
         bar.set_description(f"{settings.sampler} ({C} chains) sampling")
         for _ in range(n_seg):
@@ -74,9 +83,7 @@ def run_segmented(kernel, args, init, settings, fields: dict):
             z, extra = jax.device_get((z, extra))
             chunks.append((z, extra))
             bar.update(per_seg * thin)
-            last = [np.isfinite(np.asarray(v)[-1]).reshape((C, -1) if C > 1 else (1, -1)).all(axis=1)
-                    for v in z.values()]
-            if not np.logical_and.reduce(last).any():
+            if _all_chains_nonfinite({k: np.asarray(v)[-1] for k, v in z.items()}, C):
                 reason = "every chain's parameters became NaN or infinite (reduce the step size or localize more)"
                 break
     except KeyboardInterrupt:
@@ -84,7 +91,7 @@ def run_segmented(kernel, args, init, settings, fields: dict):
             raise
         reason = "interrupted (KeyboardInterrupt)"
     except Exception as exc:  # keep the completed segments and say what happened
-        if not chunks:
+        if not chunks or isinstance(exc, FloatingPointError):
             raise
         reason = f"{type(exc).__name__}: {exc}"
     finally:

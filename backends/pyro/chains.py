@@ -1,0 +1,148 @@
+"""The vectorised chain driver for MALA and the stochastic-gradient samplers.
+
+All chains advance together: one kernel step is one vectorised update of a ``(C, d)``
+float64 tensor (see :class:`~.spec.ChainEnergy`); the Python loop runs over steps only.
+Randomness comes from ONE ``torch.Generator`` seeded from ``settings.seed`` and is drawn a
+block of steps at a time (minibatch indices, Gaussian noise, kernel extras), so the same
+seed reproduces the same trace exactly.
+
+Step ``t`` (0-based) is burn-in while ``t < num_burnin``; after it, every ``thinning``-th
+step is kept (post-burn-in steps ``thinning, 2·thinning, ...``, counted from 1 — NumPyro's
+``MCMC(thinning=...)`` convention). A kept draw carries the position after its step and the
+statistics the kernel reports for that step.
+
+Failure mid-run (the NumPyro backend's policy, backends/numpyro/driver.py): the loop stops
+when EVERY chain's position is NaN/inf (checked once per block; a single diverged chain
+keeps its NaN draws in the trace, where ``diagnose()`` flags them), on ``KeyboardInterrupt``,
+or on an exception after some draws were kept; :class:`ChainRun` then holds the draws
+completed so far and says why it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .spec import DTYPE, ChainEnergy
+
+__all__ = ["Kernel", "ChainRun", "run_chains", "block_size"]
+
+
+class Kernel:
+    """Base class of a vectorised kernel over ``(C, d)`` chain states.
+
+    Subclasses set ``stat_names`` (the sample_stats they report per step, in order) and
+    implement ``init(z0, gen)`` and ``step(state, rnd, t) -> (state, {stat: (C,) tensor})``.
+    ``rnd`` holds this step's slice of :meth:`randomness`.
+    """
+
+    stat_names: tuple[str, ...] = ()
+
+    def __init__(self, energy: ChainEnergy, step_size: float, batch_size: int, num_burnin: int):
+        self.energy = energy
+        self.step_size = float(step_size)
+        self.batch_size = int(batch_size)
+        self.num_burnin = int(num_burnin)
+        self.full_batch = energy.full_batch
+
+    def randomness(self, gen: torch.Generator, steps: int, chains: int, dim: int) -> dict[str, torch.Tensor]:
+        """Random numbers for ``steps`` consecutive steps (leading dim ``steps``)."""
+        out = {}
+        if not self.full_batch:
+            out["idx"] = torch.randint(0, self.energy.tp.n, (steps, chains, self.batch_size), generator=gen)
+        out["noise"] = torch.randn((steps, chains, dim), generator=gen, dtype=DTYPE)
+        return out
+
+    def init(self, z0: torch.Tensor, gen: torch.Generator) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def step(self, state: Any, rnd: dict[str, torch.Tensor], t: int):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass
+class ChainRun:
+    """Kept draws ``z: (C, D, d)`` and per-draw ``stats``; ``num_done`` ≤ D are complete.
+
+    ``extra["state"]`` is the kernel's final state (e.g. RMSProp's frozen V), for checks.
+    """
+
+    z: torch.Tensor
+    stats: dict[str, torch.Tensor]
+    num_done: int
+    steps_done: int
+    stop_reason: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def block_size(chains: int, dim: int, batch_size: int, total: int) -> int:
+    """Steps per block of pre-drawn randomness: at most 256 steps and ~8 MB of noise and indices."""
+    per_step = chains * (dim + batch_size)
+    return int(max(1, min(total, 256, 1_000_000 // max(per_step, 1))))
+
+
+def run_chains(kernel: Kernel, z0: torch.Tensor, *, num_burnin: int, num_draws: int, thinning: int,
+               gen: torch.Generator, progress_bar: bool = True, desc: str = "") -> ChainRun:
+    """Run all chains of ``kernel`` from ``z0: (C, d)``; see the module docstring."""
+    C, d = z0.shape
+    D = num_draws
+    T = num_burnin + num_draws * thinning
+    z_buf = torch.empty((C, D, d), dtype=DTYPE)
+    stat_buf = {name: None for name in kernel.stat_names}
+    K = block_size(C, d, kernel.batch_size if not kernel.full_batch else 0, T)
+    bar = None
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=T, desc=desc or "sampling", unit="step", leave=True, dynamic_ncols=True)
+
+    state = kernel.init(z0.clone(), gen)
+    t = 0
+    done = 0
+    reason = None
+    try:
+        with torch.no_grad():
+            while t < T:
+                k = min(K, T - t)
+                rnd = kernel.randomness(gen, k, C, d)
+                for j in range(k):
+                    state, stats = kernel.step(state, {key: v[j] for key, v in rnd.items()}, t)
+                    t += 1
+                    s = t - num_burnin
+                    if s > 0 and s % thinning == 0:
+                        i = s // thinning - 1
+                        z_buf[:, i] = state.z
+                        for name, value in stats.items():
+                            buf = stat_buf[name]
+                            if buf is None:
+                                buf = stat_buf[name] = torch.empty((C, D), dtype=value.dtype)
+                            buf[:, i] = value
+                        done = i + 1
+                if bar is not None:
+                    bar.update(k)
+                finite = torch.isfinite(state.z).all(dim=-1)
+                if not bool(finite.any()):
+                    phase = "burn-in" if t <= num_burnin else "sampling"
+                    reason = (f"every chain's parameters became NaN or infinite by step {t} of {T} ({phase}); "
+                              "reduce the step size or localize more strongly (larger γ)")
+                    break
+    except KeyboardInterrupt:
+        if done == 0:
+            raise
+        reason = f"interrupted (KeyboardInterrupt) at step {t} of {T}"
+    except Exception as exc:  # keep the completed draws and say what happened
+        if done == 0:
+            raise
+        reason = f"{type(exc).__name__} at step {t} of {T}: {exc}"
+    finally:
+        if bar is not None:
+            bar.close()
+    stats_out = {}
+    for name in kernel.stat_names:
+        buf = stat_buf[name]
+        stats_out[name] = buf if buf is not None else torch.full((C, D), math.nan, dtype=DTYPE)
+    return ChainRun(z=z_buf, stats=stats_out, num_done=done, steps_done=t, stop_reason=reason,
+                    extra={"state": state})

@@ -1,0 +1,195 @@
+"""Compile a GibbsPosterior to float64 torch tensors, a Pyro model and a vectorised potential.
+
+Two routes to the same potential U(v) = nβ L^ρ(u*, v) + (γ/2)||v - v*||² (the functions
+of :mod:`pplpatterning.posterior`, never rewritten here):
+
+- :func:`gibbs_model`: a Pyro model (improper-flat sample sites plus two ``pyro.factor``
+  terms) for Pyro's own NUTS and HMC;
+- :class:`ChainEnergy`: U, ∇U and the batch's (L^ρ, L^ρ - L^ρ(w*)) evaluated straight from
+  the spec for all chains at once (``torch.func.vmap`` of the per-chain energy, one
+  backward pass for the whole batch of chains), for MALA and the stochastic-gradient
+  samplers, which would pay ~0.5 ms per gradient for Pyro's tracing otherwise.
+
+Parameters travel as one flat float64 vector per chain (``(chains, d)``), unflattened into
+``{name: view}`` only inside the energy; the layout is the order of ``post.sampled``.
+Everything is float64 (``torch.float64`` tensors); torch's global default dtype is left
+alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat.torch as xp_torch
+import numpy as np
+import torch
+
+from pplpatterning.posterior import (
+    GibbsPosterior,
+    localization_energy,
+    per_sample_loss_delta,
+    tempered_loss_energy,
+)
+
+__all__ = [
+    "DTYPE", "xp", "TorchPosterior", "torch_posterior", "gibbs_model", "model_potential_fn",
+    "ChainEnergy", "full_batch_loss",
+]
+
+DTYPE = torch.float64
+#: The array namespace handed to model losses and observables (array-api-compat's torch).
+xp = xp_torch
+
+
+def _as_tensor(value: Any) -> Any:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiub":  # non-numeric constants pass through untouched
+        return value
+    return torch.tensor(np.array(arr, dtype=np.float64), dtype=DTYPE)
+
+
+@dataclass(frozen=True, eq=False)
+class TorchPosterior:
+    """The posterior's arrays as float64 torch tensors, plus the flat parameter layout."""
+
+    loss_fn: Callable
+    data: dict[str, torch.Tensor]
+    weights: torch.Tensor            # effective weights c ρ_i, shape (n,)
+    centre: dict[str, torch.Tensor]  # centre of the sampled parameters
+    frozen: dict[str, torch.Tensor]  # frozen parameters at their centre values
+    consts: dict[str, Any]
+    loss_at_centre: torch.Tensor     # l_i(w*), shape (n,)
+    n_beta: float
+    gamma: float
+    layout: tuple[tuple[str, int, int, tuple[int, ...]], ...]  # (name, start, stop, shape)
+    n: int
+    dim: int
+
+    # ------------------------------------------------------------- flat layout
+    def unflatten(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(..., d)`` → ``{name: (..., *shape)}`` views, in the order of ``post.sampled``."""
+        lead = z.shape[:-1]
+        return {name: z[..., a:b].reshape(lead + shape) for name, a, b, shape in self.layout}
+
+    def flatten(self, params: Mapping[str, Any], lead: tuple[int, ...] = ()) -> torch.Tensor:
+        """``{name: (*lead, *shape)}`` → ``(*lead, d)`` float64 (a copy)."""
+        parts = []
+        for name, a, b, _ in self.layout:
+            v = params[name]
+            t = v.detach().to(DTYPE) if torch.is_tensor(v) else torch.tensor(np.asarray(v, dtype=np.float64))
+            parts.append(t.reshape(lead + (b - a,)))
+        return torch.cat(parts, dim=-1)
+
+    def centre_flat(self) -> torch.Tensor:
+        return self.flatten(self.centre)
+
+    def full_params(self, sampled: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        params = dict(self.frozen)
+        params.update(sampled)
+        return params
+
+
+def torch_posterior(post: GibbsPosterior) -> TorchPosterior:
+    layout, start = [], 0
+    for name in post.sampled:
+        shape = tuple(post.model.param_shapes[name])
+        size = int(np.prod(shape, dtype=np.int64))
+        layout.append((name, start, start + size, shape))
+        start += size
+    return TorchPosterior(
+        loss_fn=post.model.loss,
+        data={k: _as_tensor(v) for k, v in post.data.items()},
+        weights=_as_tensor(post.effective_weights),
+        centre={k: _as_tensor(post.centre[k]) for k in post.sampled},
+        frozen={k: _as_tensor(post.centre[k]) for k in post.frozen},
+        consts={k: _as_tensor(v) for k, v in post.model.consts.items()},
+        loss_at_centre=_as_tensor(post.loss_at_centre_per_sample),
+        n_beta=float(post.n_beta),
+        gamma=float(post.gamma),
+        layout=tuple(layout),
+        n=int(post.n),
+        dim=int(start),
+    )
+
+
+# ---------------------------------------------------------------- Pyro model
+def gibbs_model(tp: TorchPosterior) -> None:
+    """Pyro model of p(v) ∝ exp(-nβ L_n^ρ(u*, v) - γ/2 ||v - v*||²).
+
+    Sample sites are improper-flat; the localizing prior and the tempered likelihood enter
+    as two factors, so the potential is exactly U(v), with no normalising constant.
+    """
+    import pyro
+    import pyro.distributions as dist
+    from pyro.distributions import constraints
+
+    sampled = {
+        name: pyro.sample(name, dist.ImproperUniform(constraints.real, torch.Size(), torch.Size(shape)))
+        for name, _, _, shape in tp.layout
+    }
+    pyro.factor("localizing_prior", -localization_energy(sampled, tp.centre, tp.gamma, xp))
+    pyro.factor(
+        "tempered_loss",
+        -tempered_loss_energy(tp.loss_fn, sampled, tp.frozen, tp.data, tp.weights, tp.consts, tp.n_beta, xp),
+    )
+
+
+def model_potential_fn(tp: TorchPosterior) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+    """U(v) as Pyro computes it from :func:`gibbs_model` (what its NUTS/HMC integrate)."""
+    from pyro.infer.autoguide.initialization import init_to_value
+    from pyro.infer.mcmc.util import initialize_model
+
+    _, potential_fn, _, _ = initialize_model(
+        gibbs_model, model_args=(tp,), max_plate_nesting=0, init_strategy=init_to_value(values=dict(tp.centre)),
+    )
+    return potential_fn
+
+
+# ------------------------------------------------- vectorised direct potential
+def _energy(tp: TorchPosterior, z: torch.Tensor, batch, weights, lstar):
+    """U_batch(z) and the batch's (L^ρ, L^ρ - L^ρ(w*)) for ONE chain's flat z."""
+    sampled = tp.unflatten(z)
+    loss, delta = per_sample_loss_delta(tp.loss_fn, tp.full_params(sampled), batch, weights, lstar, tp.consts, xp)
+    U = tp.n_beta * loss + localization_energy(sampled, tp.centre, tp.gamma, xp)
+    return U, loss, delta
+
+
+class ChainEnergy:
+    """U, ∇U and the batch's (L^ρ, ΔL^ρ) for a batch of chains ``z: (C, d)`` in one call.
+
+    ``batch_size >= n`` is the full batch (no indices); otherwise ``idx: (C, B)`` are the
+    rows of each chain's minibatch (uniform with replacement, drawn by the caller). The
+    forward pass is ``vmap`` of the per-chain energy and the gradient one backward pass of
+    Σ_c U_c (chains are independent, so ∂/∂z_c of the sum is chain c's own gradient).
+    """
+
+    def __init__(self, tp: TorchPosterior, batch_size: int):
+        from torch.func import vmap
+
+        self.tp = tp
+        self.full_batch = int(batch_size) >= tp.n
+        if self.full_batch:
+            data, w, ls = tp.data, tp.weights, tp.loss_at_centre
+            self._forward = vmap(lambda z: _energy(tp, z, data, w, ls))
+        else:
+            def one(z, idx):
+                batch = {k: v[idx] for k, v in tp.data.items()}
+                return _energy(tp, z, batch, tp.weights[idx], tp.loss_at_centre[idx])
+
+            self._forward = vmap(one)
+
+    def __call__(self, z: torch.Tensor, idx: torch.Tensor | None = None):
+        """(U (C,), ∇U (C, d), loss (C,), delta (C,)), all detached."""
+        with torch.enable_grad():
+            zz = z.detach().requires_grad_(True)
+            U, loss, delta = self._forward(zz) if self.full_batch else self._forward(zz, idx)
+            (grad,) = torch.autograd.grad(U.sum(), zz)
+        return U.detach(), grad, loss.detach(), delta.detach()
+
+
+def full_batch_loss(tp: TorchPosterior, sampled: Mapping[str, torch.Tensor]):
+    """(L_n^ρ(w), L_n^ρ(w) - L_n^ρ(w*)) on the full data, the difference taken per sample."""
+    return per_sample_loss_delta(tp.loss_fn, tp.full_params(sampled), tp.data, tp.weights, tp.loss_at_centre,
+                                 tp.consts, xp)
