@@ -18,7 +18,11 @@ $(STAMP): constraints.txt pyproject.toml
 	@rm -f $(VENV)/.installed-*; touch $@
 
 run: venv
-	$(VENV)/bin/pplpatterning llc --model product --backend numpyro --sampler nuts --option target_accept=0.95
+	@mkdir -p out
+	$(VENV)/bin/pplpatterning compare --model product --n 1000 --gamma 1 \
+	    --backends numpyro pyro --samplers nuts mala sgld rmsprop_sgld sgnht \
+	    --option nuts.target_accept=0.95 --step-size sgld=1e-3 --step-size rmsprop_sgld=1e-2 \
+	    --step-size sgnht=1e-2 --draws 1000 --burnin 500 --csv out/compare.csv --plot out/compare.png
 
 test: venv
 	$(PY) -m pytest -q
