@@ -12,14 +12,21 @@ regular            d=2, sigma=1.0, w_true=None (zeros), split=None        d/2
 normal_crossing    k=(1, 2), sigma=1.0                                    1/(2 max k)
 product            sigma=1.0                                              1/2 (m = 2)
 powers             k=(1, 2), c=None (ones), split=None                    Σ 1/(2k_i)
+norm_power         d=2, k=2                                               d/(2k)
+tanh               H=1, sigma=1.0                                         (H+i²+i)/(4i+2), i = ⌊√H⌋
+gaussian_mixture   variant="means", sigma=1.0, weight=0.5                 3/4 ("means"), 1/2 ("weight")
 rrr                M=3, N=3, H=3, r=1, sigma=1.0                          Aoyagi & Watanabe 2005
 dln                widths=(2, 3, 3, 2), r=0, sigma=1.0                    Aoyagi 2024
 =================  =====================================================  ==============================
 
 Exact finite-nβ targets (``Model.target_fn``) exist for ``regular`` (closed form, any centre,
 γ, weights, restriction), ``powers`` (closed form at γ = 0, quadrature for γ > 0),
-``normal_crossing`` and ``product`` (closed form or 1-D quadrature in the cases listed in
-:mod:`.normal_crossing`); ``rrr`` and ``dln`` have none.
+``norm_power`` (closed form at γ = 0, radial quadrature for γ > 0), ``normal_crossing`` and
+``product`` (closed form or 1-D quadrature in the cases listed in :mod:`.normal_crossing`,
+2-D cubature otherwise for two coordinates), and ``tanh`` and ``gaussian_mixture`` (2-D
+cubature, :func:`finite_target_by_quadrature`, whenever at most two scalar coordinates are
+sampled). Every target returns ``None`` where the posterior is improper (e.g. γ = 0 with a
+flat direction). ``rrr`` and ``dln`` have none.
 """
 
 from __future__ import annotations
@@ -30,20 +37,30 @@ from collections.abc import Callable
 from pplpatterning.model import Model
 
 from . import lambdas
+from ._quad2d import finite_target_by_quadrature
 from .dln import dln
 from .linear import regular
+from .mixture import gaussian_mixture
+from .norm_power import norm_power
 from .normal_crossing import normal_crossing
 from .powers import powers
 from .product import product
 from .rrr import rrr
+from .tanh import tanh
 
-__all__ = ["MODELS", "get_model", "lambdas", "regular", "normal_crossing", "product", "powers", "rrr", "dln"]
+__all__ = [
+    "MODELS", "get_model", "lambdas", "finite_target_by_quadrature", "regular", "normal_crossing", "product",
+    "powers", "norm_power", "tanh", "gaussian_mixture", "rrr", "dln",
+]
 
 MODELS: dict[str, Callable[..., Model]] = {
     "regular": regular,
     "normal_crossing": normal_crossing,
     "product": product,
     "powers": powers,
+    "norm_power": norm_power,
+    "tanh": tanh,
+    "gaussian_mixture": gaussian_mixture,
     "rrr": rrr,
     "dln": dln,
 }

@@ -15,16 +15,33 @@ Sources
   reduced rank regression in Bayesian estimation", Neural Networks 18(7).
 - Deep linear networks: Aoyagi 2024, "Consideration on the learning efficiency of
   multiple-layered neural networks with linear units", Neural Networks.
+- K = ‖w‖^{2k}: in polar coordinates Z(n) = ∫ e^{-n r^{2k}} r^{d-1} dr dΩ ∝ n^{-d/(2k)}
+  exactly (a one-line computation; equivalently the blow-up of the origin, Watanabe 2009
+  Ch. 3): λ = d/(2k), m = 1.
+- One-hidden-layer tanh network y = Σ_{h≤H} a_h tanh(b_h x), truth 0: Aoyagi & Watanabe
+  2005, "Resolution of singularities and the generalization error with Bayesian estimation
+  for layered neural network", IEICE Trans. J88-D-II(10) (in Japanese), and Aoyagi 2006,
+  "The zeta function of learning theory and generalization error of three layered neural
+  perceptron", RIMS Kôkyûroku 1501; quoted in Watanabe 2009, Ch. 7: with i = ⌊√H⌋,
+  λ = (H + i² + i)/(4i + 2), m = 2 if i² = H else 1. (Kurumadani 2026, arXiv 2603.12785,
+  recovers these values for one input unit as the value of a general upper-bound formula.)
+- Two-component Gaussian mixtures at the truth N(0, σ²): K is equivalent (bounded above and
+  below by positive multiples, which preserves λ and m; Watanabe 2009, Ch. 2 and 7) to a
+  polynomial whose λ follows from the rules above; see :func:`gaussian_mixture_lambda`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from fractions import Fraction
+from math import isqrt
 
 from ._validate import int_exponents, nonnegative_int, positive_int
 
-__all__ = ["regular_lambda", "normal_crossing_lambda", "powers_lambda", "rrr_lambda", "dln_lambda"]
+__all__ = [
+    "regular_lambda", "normal_crossing_lambda", "powers_lambda", "rrr_lambda", "dln_lambda", "norm_power_lambda",
+    "tanh_lambda", "gaussian_mixture_lambda",
+]
 
 
 def regular_lambda(d: int) -> tuple[Fraction, int]:
@@ -135,3 +152,45 @@ def dln_lambda(widths: Sequence[int], r: int) -> tuple[Fraction, int]:
         + Fraction(pair_sum, 2)
     )
     return lam, a * (ell - a) + 1
+
+
+def norm_power_lambda(d: int, k: int) -> tuple[Fraction, int]:
+    """K(w) = ‖w‖^{2k} in R^d at 0: λ = d/(2k), m = 1."""
+    d = positive_int(d, "d")
+    k = positive_int(k, "k")
+    return Fraction(d, 2 * k), 1
+
+
+def tanh_lambda(H: int) -> tuple[Fraction, int]:
+    """y = Σ_{h≤H} a_h tanh(b_h x), x ~ U(-1, 1), truth 0, at w = 0 (Aoyagi & Watanabe 2005;
+    Aoyagi 2006; Watanabe 2009, Ch. 7): with i = ⌊√H⌋,
+
+        λ = (H + i² + i)/(4i + 2),   m = 2 if i² = H else 1.
+
+    H = 1 gives λ = 1/2, m = 2, the product model's value (tanh(bx) = bx + O(b³)).
+    """
+    H = positive_int(H, "H")
+    i = isqrt(H)
+    return Fraction(H + i * i + i, 4 * i + 2), 2 if i * i == H else 1
+
+
+def gaussian_mixture_lambda(variant: str = "means") -> tuple[Fraction, int]:
+    """λ, m of the two-component mixtures of :mod:`~pplpatterning.models.mixture` at their centres.
+
+    - ``"means"``: p(x | a, b) = ½N(x; a + b, σ²) + ½N(x; a - b, σ²), truth N(0, σ²), centre
+      (0, 0). K(a, b) = a² u(a, b) + b⁴ v(b) with u, v analytic and positive at 0 (K is even
+      in a and in b; u(0,0) = 1/(2σ²), v(0) = 1/(4σ⁴)), so K is equivalent to a² + b⁴ and
+      λ = 1/2 + 1/4 = 3/4, m = 1.
+    - ``"weight"``: p(x | s, b) = (1 - σ(s)) N(x; 0, σ²) + σ(s) N(x; b, σ²), truth
+      N(0, σ²), centre (s*, 0) with s* finite (weight a* = σ(s*) ∈ (0, 1)). K = a² b² u(a, b)
+      with u(0, 0) = 1/(2σ²) > 0, and a² is a unit near a* > 0: K is equivalent to b², so
+      λ = 1/2, m = 1 (s is a flat, non-identifiable direction). The logistic map s ↦ σ(s) is a
+      diffeomorphism onto (0, 1) and λ, m are invariant under diffeomorphisms of a
+      neighbourhood of the centre. (At the boundary point a = 0, b = 0, where K ≍ a²b²,
+      λ = 1/2 with m = 2; no unconstrained diffeomorphic chart reaches it.)
+    """
+    if variant == "means":
+        return Fraction(3, 4), 1
+    if variant == "weight":
+        return Fraction(1, 2), 1
+    raise ValueError(f"`variant` must be 'means' or 'weight', got {variant!r}.")

@@ -36,13 +36,19 @@ __all__ = ["regular", "linear_loss", "linear_data", "least_squares_centre", "lin
 def _weights_vector(params, xp):
     if "w" in params:
         return params["w"]
-    return xp.concat([params["u"], params["v"]])
+    return xp.concat([params["u"], params["v"]], axis=-1)
 
 
 def linear_loss(params, batch, consts, xp):
-    """l_i = (y_i - wᵀx_i)² / (2σ²); w = params["w"] or concat(params["u"], params["v"])."""
+    """l_i = (y_i - wᵀx_i)² / (2σ²); w = params["w"] or concat(params["u"], params["v"]).
+
+    Parameters with leading grid axes, shape (G, 1, d), give losses of shape (G, n) (the
+    quadrature in :mod:`._quad2d` evaluates a whole grid in one call); the branch is on the
+    static number of dimensions, never on values.
+    """
     w = _weights_vector(params, xp)
-    resid = batch["y"] - batch["x"] @ w
+    pred = batch["x"] @ w if w.ndim == 1 else xp.sum(batch["x"] * w, axis=-1)
+    resid = batch["y"] - pred
     return resid * resid / (2.0 * consts["sigma"] ** 2)
 
 

@@ -20,7 +20,9 @@ coordinates are sampled:
   μ = (nβ Q1 t + γ w*_j)/p (t = s^{k_s} times the frozen factors); integrating w_j out
   analytically leaves a 1-D quadrature in s with log-density -½ log p + p μ²/2 - γ(s - s*)²/2.
 Otherwise (three or more sampled coordinates, no exponent 1, or γ = 0 with two sampled
-coordinates, where the posterior is improper) it returns None.
+coordinates, where the posterior is improper) it returns None; the model's ``target_fn``
+then falls back, for two coordinates, to the 2-D cubature of :mod:`._quad2d` (which returns
+None for the improper γ = 0 posterior).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 from pplpatterning.model import Model
 
 from ._quad import expectation_1d
+from ._quad2d import quadrature_target
 from ._validate import int_exponents, positive_float
 from .lambdas import normal_crossing_lambda
 
@@ -45,8 +48,8 @@ def normal_crossing_loss(params, batch, consts, xp):
     (index j repeated k_j times) rather than with ``pow``: exact and sign-correct for negative
     w, and twice differentiable at w = 0 (JAX's second derivative of pow(w, 1.0) at 0 is NaN).
     """
-    factors = xp.take(params["w"], xp.astype(consts["factor_index"], xp.int32))
-    f = xp.prod(factors)
+    factors = xp.take(params["w"], xp.astype(consts["factor_index"], xp.int32), axis=-1)
+    f = xp.prod(factors, axis=-1)  # (..., 1) for parameters with leading grid axes (G, 1, d)
     resid = batch["y"] - batch["x"] * f
     return resid * resid / (2.0 * consts["sigma"] ** 2)
 
@@ -135,11 +138,15 @@ def _normal_crossing_target(posterior):
     consts = posterior.model.consts
     k = consts["k"]
     sampled = [True] * len(k) if "w" in posterior.sampled else [False] * len(k)
-    return crossing_target(
+    value = crossing_target(
         k=k, centre=np.asarray(posterior.centre["w"]), sampled=sampled, data=posterior.data,
         weights=posterior.effective_weights, sigma=float(consts["sigma"]),
         n_beta=posterior.n_beta, gamma=posterior.gamma,
     )
+    if value is None and len(k) == 2:
+        # two coordinates without an exponent 1 (or γ = 0): 2-D cubature, None if improper
+        return quadrature_target(posterior)
+    return value
 
 
 def normal_crossing(k=(1, 2), sigma: float = 1.0) -> Model:
@@ -153,8 +160,9 @@ def normal_crossing(k=(1, 2), sigma: float = 1.0) -> Model:
     sigma
         Noise standard deviation σ > 0. Default 1.
 
-    One parameter ``w`` of shape (len(k),). ``target_fn`` is exact for len(k) = 1, and for
-    len(k) = 2 with an exponent equal to 1 and γ > 0; otherwise it returns None.
+    One parameter ``w`` of shape (len(k),). ``target_fn`` is exact for len(k) ≤ 2 (closed form,
+    1-D quadrature, or 2-D cubature; None for the improper γ = 0 posterior in two
+    coordinates) and returns None for len(k) ≥ 3.
     """
     k = int_exponents(k, "k")
     sigma = positive_float(sigma, "sigma")

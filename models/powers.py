@@ -32,9 +32,12 @@ __all__ = ["powers", "powers_loss", "powers_data", "powers_target"]
 
 
 def powers_loss(params, batch, consts, xp):
-    """l_i = Σ_j c_j w_j^{2k_j} for every sample i (broadcast over the dummy data ``z``)."""
-    w = params["w"] if "w" in params else xp.concat([params["u"], params["v"]])
-    potential = xp.sum(consts["c"] * xp.pow(w, 2.0 * consts["k"]))
+    """l_i = Σ_j c_j w_j^{2k_j} for every sample i (broadcast over the dummy data ``z``).
+
+    Broadcasts over leading grid axes of the parameters: w of shape (G, 1, d) gives (G, n).
+    """
+    w = params["w"] if "w" in params else xp.concat([params["u"], params["v"]], axis=-1)
+    potential = xp.sum(consts["c"] * xp.pow(w, 2.0 * consts["k"]), axis=-1)  # (..., 1) on a grid
     return potential + 0.0 * batch["z"]
 
 

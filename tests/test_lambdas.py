@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from pplpatterning.models import get_model
 from pplpatterning.models.lambdas import (
-    dln_lambda, normal_crossing_lambda, powers_lambda, regular_lambda, rrr_lambda,
+    dln_lambda, gaussian_mixture_lambda, norm_power_lambda, normal_crossing_lambda, powers_lambda, regular_lambda,
+    rrr_lambda, tanh_lambda,
 )
 
 # ----------------------------------------------------------------- worked examples
@@ -126,6 +127,62 @@ def test_model_lambdas_match_formulas():
     assert get_model("dln", widths=[1, 1, 1, 1]).lam == 0.5
 
 
+# -------------------------------------------------------- norm_power, tanh, mixtures
+
+
+@pytest.mark.parametrize(
+    ("H", "lam", "m"),
+    [(1, Fraction(1, 2), 2), (2, Fraction(2, 3), 1), (3, Fraction(5, 6), 1), (4, Fraction(1), 2),
+     (5, Fraction(11, 10), 1), (8, Fraction(7, 5), 1), (9, Fraction(3, 2), 2), (10, Fraction(11, 7), 1)],
+)
+def test_tanh_lambda_worked_values(H, lam, m):
+    # (H + i² + i)/(4i + 2), i = ⌊√H⌋: H = 1..3 → i = 1; 4..8 → 2; 9, 10 → 3
+    assert tanh_lambda(H) == (lam, m)
+    model = get_model("tanh", H=H)
+    assert model.lam == float(lam) and model.multiplicity == m and model.dim == 2 * H
+
+
+def test_tanh_with_one_unit_is_the_product_model():
+    """tanh(bx) = bx + O(b³): one hidden unit has the product model's (= RRR(1,1,1,0)) λ and m."""
+    assert tanh_lambda(1) == normal_crossing_lambda((1, 1)) == rrr_lambda(M=1, N=1, H=1, r=0)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(H=st.integers(1, 10_000))
+def test_tanh_lambda_bounds(H):
+    lam, m = tanh_lambda(H)
+    i = int(H**0.5)
+    while (i + 1) ** 2 <= H:
+        i += 1
+    while i * i > H:
+        i -= 1
+    assert lam == Fraction(H + i * i + i, 4 * i + 2)
+    assert 0 < lam <= Fraction(2 * H, 2)  # d = 2H parameters
+    assert lam < tanh_lambda(H + 1)[0]  # more hidden units, larger λ
+    assert m == (2 if i * i == H else 1)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(d=st.integers(1, 50), k=st.integers(1, 20))
+def test_norm_power_lambda(d, k):
+    lam, m = norm_power_lambda(d, k)
+    assert lam == Fraction(d, 2 * k) and m == 1
+    assert 0 < lam <= Fraction(d, 2)
+    # k = 1 is regular; ‖w‖^{2k} in 1-D is the powers model with one coordinate
+    assert norm_power_lambda(d, 1) == regular_lambda(d)
+    assert norm_power_lambda(1, k) == powers_lambda((k,))
+
+
+def test_gaussian_mixture_lambdas():
+    assert gaussian_mixture_lambda("means") == (Fraction(3, 4), 1)
+    assert gaussian_mixture_lambda("means") == powers_lambda((1, 2))  # K equivalent to a² + b⁴
+    assert gaussian_mixture_lambda("weight") == (Fraction(1, 2), 1)  # K equivalent to b², s flat
+    assert get_model("gaussian_mixture").lam == 0.75
+    assert get_model("gaussian_mixture", variant="weight").lam == 0.5
+    for variant in ("means", "weight"):
+        assert 0 < get_model("gaussian_mixture", variant=variant).lam <= 1.0  # d/2 = 1
+
+
 # ------------------------------------------------------------------------ validation
 
 
@@ -146,6 +203,11 @@ def test_model_lambdas_match_formulas():
         (lambda: normal_crossing_lambda((1, 0)), "k"),
         (lambda: powers_lambda((1.5,)), "k"),
         (lambda: powers_lambda(()), "k"),
+        (lambda: tanh_lambda(0), "H"),
+        (lambda: tanh_lambda(1.5), "H"),
+        (lambda: norm_power_lambda(0, 1), "d"),
+        (lambda: norm_power_lambda(2, 0), "k"),
+        (lambda: gaussian_mixture_lambda("both"), "variant"),
     ],
 )
 def test_invalid_arguments_name_the_argument(call, argname):

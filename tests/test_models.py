@@ -29,6 +29,12 @@ CASES = [
     ("product", {}),
     ("powers", {}),
     ("powers", {"k": (1, 2, 3), "c": (0.5, 1.0, 2.0), "split": 2}),
+    ("norm_power", {}),
+    ("norm_power", {"d": 3, "k": 1}),
+    ("tanh", {}),
+    ("tanh", {"H": 3, "sigma": 0.5}),
+    ("gaussian_mixture", {}),
+    ("gaussian_mixture", {"variant": "weight", "weight": 0.3, "sigma": 1.5}),
     ("rrr", {}),
     ("rrr", {"M": 2, "N": 3, "H": 2, "r": 0, "sigma": 2.0}),
     ("dln", {}),
@@ -79,7 +85,8 @@ def _to_jax(jnp, arrays):
 
 
 def test_registry_covers_every_model():
-    assert set(MODELS) == {"regular", "normal_crossing", "product", "powers", "rrr", "dln"}
+    assert set(MODELS) == {"regular", "normal_crossing", "product", "powers", "norm_power", "tanh",
+                           "gaussian_mixture", "rrr", "dln"}
     assert {name for name, _ in CASES} == set(MODELS)
 
 
@@ -110,7 +117,7 @@ def test_data_generator_reproducible(case):
     for key in a:
         assert a[key].dtype == np.float64 and a[key].shape[0] == 40
         np.testing.assert_array_equal(a[key], b[key])
-    if case[0] != "powers":  # powers has dummy all-zero data
+    if case[0] not in ("powers", "norm_power"):  # dummy all-zero data
         assert any(not np.array_equal(a[k], c[k]) for k in a)
     post = GibbsPosterior(model, a, n_beta=10.0)
     assert post.loss_at_centre_per_sample.shape == (40,)
@@ -239,7 +246,7 @@ def test_odd_powers_keep_their_sign(jnp, xtorch):
 def test_centre_is_a_minimum_of_the_population_loss(case):
     model = _model(case)
     rng = np.random.default_rng(11)
-    if case[0] == "powers":
+    if case[0] in ("powers", "norm_power"):
         data = model.generate(5, seed=0)
         assert np.all(model.per_sample_loss_numpy(model.centre, data) == 0.0)
         for _ in range(20):
@@ -305,6 +312,18 @@ def test_regular_centre_fn_is_least_squares_minimum():
         ("dln", {"widths": 3}, "widths"),
         ("dln", {"r": 3}, "r"),
         ("dln", {"sigma": float("inf")}, "sigma"),
+        ("norm_power", {"d": 0}, "d"),
+        ("norm_power", {"k": 1.5}, "k"),
+        ("norm_power", {"k": 0}, "k"),
+        ("tanh", {"H": 0}, "H"),
+        ("tanh", {"H": 2.0}, "H"),
+        ("tanh", {"sigma": -0.1}, "sigma"),
+        ("gaussian_mixture", {"variant": "symmetric"}, "variant"),
+        ("gaussian_mixture", {"variant": 1}, "variant"),
+        ("gaussian_mixture", {"sigma": 0.0}, "sigma"),
+        ("gaussian_mixture", {"variant": "weight", "weight": 1.0}, "weight"),
+        ("gaussian_mixture", {"variant": "weight", "weight": 0.0}, "weight"),
+        ("gaussian_mixture", {"weight": float("nan")}, "weight"),
     ],
 )
 def test_bad_factory_arguments_raise_value_error_naming_them(name, kwargs, argname):
@@ -314,7 +333,7 @@ def test_bad_factory_arguments_raise_value_error_naming_them(name, kwargs, argna
 
 def test_get_model_unknown_name_and_keyword():
     with pytest.raises(ValueError, match="valid models are: regular, normal_crossing"):
-        get_model("tanh")
+        get_model("sigmoid")
     with pytest.raises(ValueError, match=r"unknown keyword argument\(s\) \['D'\].*valid ones are: d, sigma"):
         get_model("regular", D=3)
 
@@ -559,9 +578,13 @@ def test_normal_crossing_target_matches_2d_grid():
     # b² steepens the features at large |b|: 120 panels (60 misses by 3e-8 relative)
     expected = _grid_target_2d(lambda a, b: a * b * b, q, (0.2, -0.4), 15.0, 1.5, panels=120)
     assert model.target_fn(post) == pytest.approx(expected, rel=1e-10, abs=1e-12)
-    # k = (2, 2): no exponent 1, no exact target
+    # k = (2, 2): no exponent 1, so no semi-analytic form; the target falls back to the 2-D
+    # cubature of models._quad2d, checked here against the independent tensor grid
     model22 = get_model("normal_crossing", k=(2, 2))
-    assert model22.target_fn(GibbsPosterior(model22, data, n_beta=15.0, gamma=1.5)) is None
+    post22 = GibbsPosterior(model22, data, n_beta=15.0, gamma=1.5)
+    expected22 = _grid_target_2d(lambda a, b: a * a * b * b, q, (0.0, 0.0), 15.0, 1.5, panels=120)
+    assert model22.target_fn(post22) == pytest.approx(expected22, rel=1e-8, abs=1e-11)
+    assert model22.target_fn(post22.with_(gamma=0.0)) is None  # improper: flat along both axes
 
 
 @pytest.mark.parametrize("gamma", [0.0, 2.0])
@@ -588,3 +611,100 @@ def test_product_target_below_lambda_and_rising_with_n_beta():
     values = [model.target_fn(GibbsPosterior(model, data, n_beta=nb, gamma=1.0)) for nb in (10.0, 1e3, 1e5, 1e7)]
     assert all(0 < v < 0.5 for v in values)
     assert all(b > a for a, b in zip(values, values[1:]))
+
+
+# ------------------------------------------------- norm_power, tanh, gaussian_mixture
+
+
+def test_new_losses_match_their_formulas():
+    rng = np.random.default_rng(0)
+    # norm_power: ‖w‖^{2k} on every sample
+    for d, k in ((1, 1), (2, 2), (3, 3)):
+        model = get_model("norm_power", d=d, k=k)
+        w = rng.standard_normal(d)
+        out = model.per_sample_loss_numpy({"w": w}, model.generate(4))
+        np.testing.assert_allclose(out, np.full(4, np.sum(w * w) ** k), rtol=1e-14)
+    # tanh: (y - Σ a_h tanh(b_h x))²/(2σ²)
+    model = get_model("tanh", H=3, sigma=0.5)
+    data = model.generate(9, seed=1)
+    a, b = rng.standard_normal(3), rng.standard_normal(3)
+    f = np.tanh(np.outer(data["x"], b)) @ a
+    np.testing.assert_allclose(model.per_sample_loss_numpy({"a": a, "b": b}, data), (data["y"] - f) ** 2 / 0.5,
+                               rtol=1e-13)
+    assert np.all(np.abs(data["x"]) <= 1.0)  # x ~ U(-1, 1)
+    # mixtures: the negative log of the density, and finite for extreme parameters
+    from scipy import stats
+
+    x = np.array([-40.0, -2.0, 0.0, 0.3, 5.0, 60.0])
+    mix = get_model("gaussian_mixture", sigma=1.5)
+    for a_, b_ in ((0.2, -0.7), (0.0, 0.0), (3.0, 25.0)):
+        dens = 0.5 * stats.norm.pdf(x, a_ + b_, 1.5) + 0.5 * stats.norm.pdf(x, a_ - b_, 1.5)
+        got = mix.per_sample_loss_numpy({"a": a_, "b": b_}, {"x": x})
+        ok = dens > 1e-300
+        np.testing.assert_allclose(got[ok], -np.log(dens[ok]), rtol=1e-12)
+    wmix = get_model("gaussian_mixture", variant="weight", weight=0.3)
+    assert float(wmix.centre["s"]) == pytest.approx(math.log(0.3 / 0.7), rel=1e-14)
+    for s_, b_ in ((0.4, 1.2), (-3.0, -0.5)):
+        wt = 1.0 / (1.0 + math.exp(-s_))
+        dens = (1 - wt) * stats.norm.pdf(x, 0.0, 1.0) + wt * stats.norm.pdf(x, b_, 1.0)
+        got = wmix.per_sample_loss_numpy({"s": s_, "b": b_}, {"x": x})
+        ok = dens > 1e-300
+        np.testing.assert_allclose(got[ok], -np.log(dens[ok]), rtol=1e-12)
+    for params in ({"a": 1e3, "b": -1e3}, {"a": -50.0, "b": 0.0}):
+        assert np.all(np.isfinite(mix.per_sample_loss_numpy(params, {"x": x})))
+    for params in ({"s": 800.0, "b": 40.0}, {"s": -800.0, "b": -40.0}, {"s": 0.0, "b": 1e4}):
+        assert np.all(np.isfinite(wmix.per_sample_loss_numpy(params, {"x": x})))
+
+
+def test_tanh_population_loss_for_one_unit():
+    """The module docstring's K(a, b) = a²(1 - tanh(b)/b)/(2σ²) for H = 1, from the loss."""
+    model = get_model("tanh", H=1, sigma=0.8)
+    x, w = np.polynomial.legendre.leggauss(60)
+    data = {"x": x, "y": np.zeros(60)}
+    for a_, b_ in ((0.7, 1.3), (-2.0, 0.05), (1.0, 4.0)):
+        k = 0.5 * float(w @ model.per_sample_loss_numpy({"a": np.array([a_]), "b": np.array([b_])}, data))
+        assert k == pytest.approx(a_**2 * (1 - math.tanh(b_) / b_) / (2 * 0.64), rel=1e-12)
+
+
+def test_mixture_population_loss_is_quadratic_plus_quartic():
+    """K(a, b) of the "means" mixture: K(a, 0) ≈ a²/(2σ²) and K(0, b) ≈ b⁴/(4σ⁴) near 0 (the
+    equivalence to a² + b⁴ behind λ = 3/4), from the model's loss by Gauss–Hermite."""
+    sigma = 1.3
+    model = get_model("gaussian_mixture", sigma=sigma)
+    x, w = np.polynomial.hermite_e.hermegauss(60)
+    data = {"x": sigma * x}
+    w = w / w.sum()
+    base = model.per_sample_loss_numpy(model.centre, data)
+
+    def k(a_, b_):
+        return float(w @ (model.per_sample_loss_numpy({"a": a_, "b": b_}, data) - base))
+
+    assert k(1e-3, 0.0) == pytest.approx(1e-6 / (2 * sigma**2), rel=1e-6)
+    assert k(0.0, 0.02) == pytest.approx(0.02**4 / (4 * sigma**4), rel=1e-3)
+    assert k(0.3, 0.2) == pytest.approx(k(-0.3, 0.2), rel=1e-10) == pytest.approx(k(0.3, -0.2), rel=1e-10)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_norm_power_target(d):
+    model = get_model("norm_power", d=d, k=2)
+    data = model.generate(6)
+    rho = np.random.default_rng(d).uniform(0.0, 2.0, size=6)
+    w_star = np.linspace(0.3, -0.2, d)
+    post = GibbsPosterior(model, data, n_beta=40.0, weights=rho, centre={"w": w_star})
+    # γ = 0: d/(2k) - nβ ρ̄ K(w*), for every nβ
+    assert model.target_fn(post) == pytest.approx(d / 4 - 40.0 * rho.mean() * np.sum(w_star**2) ** 2, rel=1e-12)
+    assert model.target_fn(post.with_(weights=np.zeros(6))) is None  # flat and unlocalized: improper
+    # γ > 0, k = 1: Gaussian with precision 2s + γ and mean γw*/(2s + γ), so
+    # E[s‖w‖²] = s(d + γ²‖w*‖²/(2s + γ))/(2s + γ) (checks the spherical-average factor)
+    lin = get_model("norm_power", d=d, k=1)
+    s, gamma = 40.0 * rho.mean(), 3.0
+    post1 = GibbsPosterior(lin, data, n_beta=40.0, gamma=gamma, weights=rho, centre={"w": w_star})
+    r2 = float(np.sum(w_star**2))
+    expected = s * (d + gamma**2 * r2 / (2 * s + gamma)) / (2 * s + gamma) - s * r2
+    assert lin.target_fn(post1) == pytest.approx(expected, rel=1e-9)
+    # γ > 0, k = 2, off-centre: against the 2-D cubature (d ≤ 2)
+    if d <= 2:
+        from pplpatterning.models import finite_target_by_quadrature
+
+        post2 = post.with_(gamma=gamma)
+        assert model.target_fn(post2) == pytest.approx(finite_target_by_quadrature(post2)[0], rel=1e-8)
