@@ -63,6 +63,17 @@ def powers_lambda(k: Sequence[int]) -> tuple[Fraction, int]:
     return sum((Fraction(1, 2 * ki) for ki in k), Fraction(0)), 1
 
 
+def rrr_dims(M, N, H, r) -> tuple[int, int, int, int]:
+    """Validated reduced-rank-regression dimensions: M, N, H ≥ 1 and 0 ≤ r ≤ min(M, N, H)."""
+    M = positive_int(M, "M")
+    N = positive_int(N, "N")
+    H = positive_int(H, "H")
+    r = nonnegative_int(r, "r")
+    if r > min(M, N, H):
+        raise ValueError(f"`r` (true rank) must be ≤ min(M, N, H) = {min(M, N, H)}, got {r}.")
+    return M, N, H, r
+
+
 def rrr_lambda(M: int, N: int, H: int, r: int) -> tuple[Fraction, int]:
     """Reduced-rank regression y = BAx, A: H×M, B: N×H, true rank r (Aoyagi & Watanabe 2005).
 
@@ -76,12 +87,7 @@ def rrr_lambda(M: int, N: int, H: int, r: int) -> tuple[Fraction, int]:
         else: num = 2(H + r)(M + N) - (M - N)² - (H + r)²
               λ = num/8, m = 1 if M + N + H + r is even, else λ = (num + 1)/8, m = 2
     """
-    M = positive_int(M, "M")
-    N = positive_int(N, "N")
-    H = positive_int(H, "H")
-    r = nonnegative_int(r, "r")
-    if r > min(M, N, H):
-        raise ValueError(f"`r` (true rank) must be ≤ min(M, N, H) = {min(M, N, H)}, got {r}.")
+    M, N, H, r = rrr_dims(M, N, H, r)
     if N + H < M + r:
         return Fraction(H * N - H * r + M * r, 2), 1
     if M + H < N + r:

@@ -14,8 +14,8 @@ import numpy as np
 
 from pplpatterning.model import Model
 
-from ._validate import nonnegative_int, positive_float, positive_int
-from .lambdas import rrr_lambda
+from ._validate import positive_float
+from .lambdas import rrr_dims, rrr_lambda
 
 __all__ = ["rrr", "rrr_loss", "matrix_regression_data", "identity_block"]
 
@@ -48,12 +48,7 @@ def rrr(M: int = 3, N: int = 3, H: int = 3, r: int = 1, sigma: float = 1.0) -> M
     Parameters ``A`` (H, M) and ``B`` (N, H). Defaults (M, N, H, r) = (3, 3, 3, 1):
     λ = 4, m = 1. Requires 0 ≤ r ≤ min(M, N, H); σ > 0 is the noise standard deviation.
     """
-    M = positive_int(M, "M")
-    N = positive_int(N, "N")
-    H = positive_int(H, "H")
-    r = nonnegative_int(r, "r")
-    if r > min(M, N, H):
-        raise ValueError(f"`r` (true rank) must be ≤ min(M, N, H) = {min(M, N, H)}, got {r}.")
+    M, N, H, r = rrr_dims(M, N, H, r)
     sigma = positive_float(sigma, "sigma")
     lam, mult = rrr_lambda(M, N, H, r)
     return Model(
