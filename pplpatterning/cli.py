@@ -211,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_cmp.add_argument("--csv", metavar="PATH", help="write the table as CSV")
     p_cmp.add_argument("--plot", metavar="PATH", help="write a PNG of λ̂ ± 2 MCSE against the target")
     p_cmp.set_defaults(func=cmd_compare)
+
+    from .cli_chi import add_chi_parser
+
+    add_chi_parser(sub)
     return p
 
 

@@ -11,7 +11,9 @@ from typing import Any
 
 import xarray as xr
 
+from .observables import validate_observables
 from .posterior import GibbsPosterior
+from .probes import Probes
 from .samplers import SamplerSettings
 
 __all__ = ["sample", "BACKENDS"]
@@ -51,12 +53,16 @@ def sample(
     progress_bar: bool = True,
     observables: Mapping[str, Callable[..., Any]] | None = None,
     keep_params: bool = True,
+    probes: Probes | None = None,
     **options: Any,
 ) -> xr.DataTree:
     """Sample ``posterior`` and return a Trace (an ArviZ DataTree).
 
     Every argument is validated before anything is compiled. ``observables`` maps names to
-    functions ``phi(params, xp) -> scalar`` evaluated on every kept draw. Sampler-specific
+    functions ``phi(params, xp) -> scalar`` evaluated on every kept draw (builders in
+    :mod:`pplpatterning.observables`). ``probes`` (a :class:`~pplpatterning.probes.Probes`)
+    adds the probe data sets' losses and the per-sample losses the susceptibility
+    estimators need; their memory is checked here, before sampling. Sampler-specific
     options (``target_accept``, ``alpha``, ``diffusion``, ...) are passed as keywords; see
     :data:`pplpatterning.samplers.SAMPLERS`.
     """
@@ -69,10 +75,20 @@ def sample(
     )
     settings.resolved_batch_size(posterior.n)
     if observables is not None:
-        if not isinstance(observables, Mapping):
-            raise TypeError("`observables` must be a mapping {name: function(params, xp) -> scalar}.")
-        for name, fn in observables.items():
-            if not callable(fn):
-                raise TypeError(f"`observables[{name!r}]` must be callable, got {type(fn).__name__}.")
+        validate_observables(observables, posterior)
+    plan = None
+    if probes is not None:
+        if not isinstance(probes, Probes):
+            raise TypeError(f"`probes` must be a pplpatterning.probes.Probes, got {type(probes).__name__}.")
+        plan = probes.resolve(posterior, settings)
     module = get_backend(backend)
-    return module.sample(posterior, settings, observables=dict(observables or {}), keep_params=keep_params)
+    kwargs: dict[str, Any] = {"observables": dict(observables or {}), "keep_params": keep_params}
+    if plan is not None:
+        import inspect
+
+        if "probes" not in inspect.signature(module.sample).parameters:
+            raise NotImplementedError(
+                f"The {backend!r} backend does not record probes yet; use backend='numpyro' for susceptibilities."
+            )
+        kwargs["probes"] = plan
+    return module.sample(posterior, settings, **kwargs)

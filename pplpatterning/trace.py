@@ -7,6 +7,11 @@ Groups (all variables have leading dims ``(chain, draw)``):
   L_n^ρ(w) - L_n^ρ(w*) averaged per sample (float64), plus whatever the sampler reports
   (``accept_prob``, ``step_size``, ``diverging``, ``grad_norm``, ...).
 - ``observables``: per-draw values of user observables φ(w) (may be empty).
+- ``probe_losses`` (when probes were given): L_{q'}(w) per probe data set, (chain, draw).
+- ``per_sample_losses`` (when per-sample probes were given): l_z(w) with dims
+  (chain, draw, sample) for training samples (``sample`` = training indices) and
+  (chain, draw, held_out_sample) for held-out points, at every ``thinning``-th kept draw
+  (the ``draw`` coordinate holds the kept-draw indices). See pplpatterning.probes.
 - root attrs: backend, sampler, n_beta, n_beta_source, gamma, n, loss_at_centre, seed,
   model, settings and library versions. Nested values are stored as JSON strings so
   that a Trace survives netCDF exactly.
@@ -101,10 +106,12 @@ def build_trace(
     observables: Mapping[str, np.ndarray] | None = None,
     attrs: Mapping[str, Any],
     param_dims: Mapping[str, list[str]] | None = None,
+    extra_groups: Mapping[str, xr.Dataset] | None = None,
 ) -> xr.DataTree:
     """Assemble a Trace from (chain, draw, ...) arrays.
 
-    ``sample_stats`` must contain ``loss`` and ``loss_delta``.
+    ``sample_stats`` must contain ``loss`` and ``loss_delta``. ``extra_groups`` are added
+    as they are (the probe groups built by ``ProbePlan.assemble``).
     """
     for key in ("loss", "loss_delta"):
         if key not in sample_stats:
@@ -124,6 +131,10 @@ def build_trace(
         if name not in tree.children:
             coords = {"chain": np.arange(shape[0]), "draw": np.arange(shape[1])}
             tree[name] = xr.DataTree(xr.Dataset(coords=coords))
+    for name, ds in (extra_groups or {}).items():
+        if name in tree.children:
+            raise ValueError(f"`extra_groups` would replace the Trace group {name!r}.")
+        tree[name] = xr.DataTree(ds)
     tree.attrs.update({k: _encode_attr(v) for k, v in attrs.items()})
     return tree
 

@@ -13,9 +13,11 @@ import time
 import warnings
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 from pplpatterning.posterior import GibbsPosterior
+from pplpatterning.probes import ProbePlan, dataset_losses, sample_losses
 from pplpatterning.samplers import SamplerSettings
 from pplpatterning.trace import build_trace, run_attrs
 
@@ -24,7 +26,7 @@ from .mala import MALA
 from .rmsprop_sgld import RMSPropSGLD
 from .sgld import SGLD
 from .sgnht import SGNHT
-from .spec import DTYPE, ChainEnergy, TorchPosterior, full_batch_loss, torch_posterior, xp
+from .spec import DTYPE, ChainEnergy, _as_tensor, TorchPosterior, full_batch_loss, torch_posterior, xp
 
 __all__ = ["sample", "make_kernel", "evaluate_draws", "KERNELS"]
 
@@ -47,40 +49,60 @@ def _as_output(value) -> torch.Tensor:
     return t.to(DTYPE) if t.is_floating_point() else t
 
 
-def evaluate_draws(tp: TorchPosterior, z: torch.Tensor, observables: dict, *, with_loss: bool = True):
-    """Full-batch L_n^ρ, L_n^ρ - L_n^ρ(w*) (per sample) and observables at every draw.
-
-    ``z: (C, D, d)``; evaluated without gradients in vmapped chunks of draws.
-    """
+def _map_chunks(fn, flat: torch.Tensor, step: int) -> list[np.ndarray]:
+    """``vmap(fn)`` over the rows of ``flat`` in chunks of ``step``, without gradients; one
+    float64/bool numpy array per output of ``fn``."""
     from torch.func import vmap
 
+    f = vmap(fn)
+    columns: list[list[torch.Tensor]] | None = None
+    with torch.no_grad():
+        for start in range(0, flat.shape[0], step):
+            res = f(flat[start:start + step])
+            columns = [[r] for r in res] if columns is None else [c + [r] for c, r in zip(columns, res)]
+    return [torch.cat(c).numpy() for c in columns or []]
+
+
+def evaluate_draws(tp: TorchPosterior, z: torch.Tensor, observables: dict, *, with_loss: bool = True,
+                   datasets: dict[str, dict[str, torch.Tensor]] | None = None):
+    """Full-batch L_n^ρ, L_n^ρ - L_n^ρ(w*) (per sample), observables and probe data-set losses
+    L_{q'}(w) at every draw. ``z: (C, D, d)``; returns (loss, delta, obs, dataset_losses)."""
     C, D, d = z.shape
-    flat = z.reshape(C * D, d)
     names = sorted(observables)
+    datasets = datasets or {}
+    probe_names = sorted(datasets)
 
     def one(zi):
         sampled = tp.unflatten(zi)
+        params = tp.full_params(sampled)
         out = list(full_batch_loss(tp, sampled)) if with_loss else []
-        if names:
-            params = tp.full_params(sampled)
-            out += [_as_output(observables[k](params, xp)) for k in names]
+        out += [_as_output(observables[k](params, xp)) for k in names]
+        means = dataset_losses(tp.loss_fn, params, datasets, tp.consts, xp)
+        out += [means[k] for k in probe_names]
         return tuple(out)
 
-    f = vmap(one)
-    columns: list[list[torch.Tensor]] | None = None
-    with torch.no_grad():
-        step = _chunk_size(tp.n)
-        for start in range(0, C * D, step):
-            res = f(flat[start:start + step])
-            columns = [[r] for r in res] if columns is None else [c + [r] for c, r in zip(columns, res)]
-    cols = [torch.cat(c).numpy() for c in columns or []]
+    rows = tp.n + sum(next(iter(v.values())).shape[0] for v in datasets.values())
+    cols = _map_chunks(one, z.reshape(C * D, d), _chunk_size(rows))
     shape = lambda x: x.reshape((C, D) + x.shape[1:])  # noqa: E731
     loss = delta = None
     if with_loss:
         loss, delta = shape(cols[0]), shape(cols[1])
         cols = cols[2:]
-    obs = {k: shape(col) for k, col in zip(names, cols)}
-    return loss, delta, obs
+    obs = {k: shape(col) for k, col in zip(names, cols[:len(names)])}
+    probe_means = {k: shape(col) for k, col in zip(probe_names, cols[len(names):])}
+    return loss, delta, obs, probe_means
+
+
+def evaluate_per_sample(tp: TorchPosterior, z: torch.Tensor, batch: dict[str, torch.Tensor]) -> np.ndarray:
+    """l_z(w) for every row of ``batch`` at every draw of ``z: (C, D', d)`` → (C, D', rows)."""
+    C, D, d = z.shape
+    rows = next(iter(batch.values())).shape[0]
+
+    def one(zi):
+        return (sample_losses(tp.loss_fn, tp.full_params(tp.unflatten(zi)), batch, tp.consts, xp),)
+
+    (col,) = _map_chunks(one, z.reshape(C * D, d), _chunk_size(rows))
+    return col.reshape(C, D, rows)
 
 
 #: Below this many multiply-adds per step (≈ chains × batch × parameters) one intra-op thread
@@ -117,8 +139,12 @@ def _run(tp: TorchPosterior, post: GibbsPosterior, settings: SamplerSettings) ->
                       desc=f"{settings.sampler} ({settings.num_chains} chains)")
 
 
-def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict, keep_params: bool = True):
-    """Sample ``post`` with Pyro/PyTorch and return a Trace (see pplpatterning.trace)."""
+def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict, keep_params: bool = True,
+           probes: ProbePlan | None = None):
+    """Sample ``post`` with Pyro/PyTorch and return a Trace (see pplpatterning.trace).
+
+    ``probes`` (validated by ``pplpatterning.sample``) adds the ``probe_losses`` and
+    ``per_sample_losses`` groups (see pplpatterning.probes)."""
     t_start = time.perf_counter()
     observables = dict(observables or {})
     tp = torch_posterior(post)
@@ -137,11 +163,20 @@ def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict
 
     minibatch = settings.is_stochastic_gradient and settings.loss_estimate == "minibatch"
     with _torch_threads(_chunk_size(tp.n) * tp.n * max(tp.dim, 1)):
-        if minibatch:
+        groups = {}
+        if minibatch:  # probes need the full loss; sample() refuses them with "minibatch"
             loss, delta = extra["minibatch_loss"], extra["minibatch_loss_delta"]
-            _, _, obs = evaluate_draws(tp, z, observables, with_loss=False) if observables else (None, None, {})
+            _, _, obs, _ = evaluate_draws(tp, z, observables, with_loss=False) if observables else (0, 0, {}, 0)
+        elif probes is None:
+            loss, delta, obs, _ = evaluate_draws(tp, z, observables)
         else:
-            loss, delta, obs = evaluate_draws(tp, z, observables)
+            as_t = lambda d: {k: _as_tensor(v) for k, v in d.items()}  # noqa: E731
+            loss, delta, obs, means = evaluate_draws(
+                tp, z, observables, datasets={name: as_t(d) for name, d in probes.datasets.items()})
+            per_sample = None
+            if probes.num_per_sample:
+                per_sample = evaluate_per_sample(tp, z[:, probes.thinned_draws(D)], as_t(probes.per_sample_batch))
+            groups = probes.assemble(dataset_losses=means, per_sample=per_sample, num_draws=D)
     t_done = time.perf_counter()
 
     samples = {name: a.numpy() for name, a in tp.unflatten(z).items()} if keep_params else {}
@@ -149,4 +184,4 @@ def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict
     attrs = run_attrs(post, settings, backend="pyro", dtype=str(DTYPE).removeprefix("torch."),
                       packages=("torch", "pyro-ppl"), incomplete_reason=run.stop_reason,
                       sampling_seconds=t_sampled - t_start, evaluation_seconds=t_done - t_sampled)
-    return build_trace(posterior=samples, sample_stats=stats, observables=obs, attrs=attrs)
+    return build_trace(posterior=samples, sample_stats=stats, observables=obs, attrs=attrs, extra_groups=groups)

@@ -1,0 +1,246 @@
+"""``pplpatterning chi``: susceptibilities of a built-in model, with error bars.
+
+    pplpatterning chi --model regular --model-arg d=3 --probe shift:w_true=(1,0,0) \\
+        --probe head:rows=0-99 --observable loss --observable param:w:0 --per-sample all \\
+        --save-matrix chi.csv --plot pcs.png
+
+Probes (``--probe NAME[:KEY=VALUE...]``, repeatable):
+
+- ``NAME``: fresh data from the model's own generator (same distribution, new seed);
+- ``rows=I-J``: the training rows I..J-1 (a sub-population of the training set);
+- ``n=N``, ``seed=S``: size and seed of generated probe data (defaults: --n, a new seed);
+- ``file=PATH.npz``: arrays from an .npz file with the training data's keys;
+- any other ``KEY=VALUE``: a model factory argument for the probe's generator, e.g.
+  ``w_true=(1,0)`` or ``sigma=2`` (data from a shifted distribution q').
+
+Observables (``--observable``, repeatable; default ``loss`` plus one component loss per
+parameter): ``loss`` (L(w) - L(w*)), ``component:NAME[,NAME]`` (the component loss of
+those parameters), ``param:NAME[:I[,J...]]`` (one coordinate).
+
+Every argument is checked before anything is compiled or sampled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cli import _add_posterior_args, _add_sampler_args, _build_posterior
+
+__all__ = ["add_chi_parser", "cmd_chi"]
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _probe_arg(text: str) -> tuple[str, dict[str, Any]]:
+    name, *items = text.split(":")
+    if not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"--probe needs NAME[:KEY=VALUE...], got {text!r}.")
+    opts = {}
+    for item in items:
+        if "=" not in item:
+            raise argparse.ArgumentTypeError(f"--probe {text!r}: {item!r} is not KEY=VALUE (e.g. rows=0-99, n=200).")
+        key, value = item.split("=", 1)
+        opts[key.strip()] = value if key.strip() in ("rows", "file") else _parse_value(value)
+    return name, opts
+
+
+def _index_list(text: str, n: int, what: str) -> np.ndarray:
+    """'all', 'I-J' (I..J-1) or 'i,j,k' → indices."""
+    if text == "all":
+        return np.arange(n)
+    try:
+        if "-" in text:
+            lo, hi = (int(t) for t in text.split("-", 1))
+            return np.arange(lo, hi)
+        return np.array([int(t) for t in text.split(",")])
+    except ValueError:
+        raise ValueError(f"{what} must be 'all', 'I-J' or 'i,j,k', got {text!r}.") from None
+
+
+def _probe_data(a: argparse.Namespace, post, k: int, name: str, opts: dict[str, Any]) -> dict[str, np.ndarray]:
+    from .models import get_model
+
+    if "rows" in opts:
+        extra = set(opts) - {"rows"}
+        if extra:
+            raise ValueError(f"--probe {name}: rows= takes no other keys, got {sorted(extra)}.")
+        idx = _index_list(opts["rows"], post.n, f"--probe {name}: rows")
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= post.n:
+            raise ValueError(f"--probe {name}: rows must lie in [0, {post.n}), got {opts['rows']!r}.")
+        return {key: v[idx] for key, v in post.data.items()}
+    if "file" in opts:
+        path = Path(opts["file"])
+        if not path.exists():
+            raise ValueError(f"--probe {name}: no file {str(path)!r}.")
+        with np.load(path) as f:
+            return {key: f[key] for key in f.files}
+    size = int(opts.pop("n", a.n))
+    seed = int(opts.pop("seed", a.data_seed + 1000 + k))
+    if size < 1:
+        raise ValueError(f"--probe {name}: n must be positive, got {size}.")
+    model = get_model(a.model, **{**dict(a.model_arg), **opts}) if opts else post.model
+    return model.generate(size, seed=seed)
+
+
+def _observables(specs: list[str], post) -> dict[str, Any]:
+    from .observables import component_loss, full_loss, param
+
+    shapes = post.model.param_shapes
+    if not specs:
+        specs = ["loss"] + ([f"component:{p}" for p in shapes] if len(shapes) > 1 else [])
+    out: dict[str, Any] = {}
+    for spec in specs:
+        kind, _, rest = spec.partition(":")
+        if kind == "loss" and not rest:
+            out["loss"] = full_loss(post)
+        elif kind == "component" and rest:
+            names = [s.strip() for s in rest.split(",")]
+            out["loss_" + "_".join(names)] = component_loss(post, names)
+        elif kind == "param" and rest:
+            name, _, idx = rest.partition(":")
+            index = tuple(int(i) for i in idx.split(",")) if idx else None
+            label = name + ("_" + "_".join(map(str, index)) if index else "")
+            out[label] = param(name, index)
+        else:
+            raise ValueError(f"--observable {spec!r}: use 'loss', 'component:NAME[,NAME]' or 'param:NAME[:I[,J]]'.")
+    return out
+
+
+def _fmt_pm(x: float, se: float) -> str:
+    return f"{x: .4e} ± {se:.1e}"
+
+
+def cmd_chi(a: argparse.Namespace) -> int:
+    from . import sample, save_trace
+    from .observables import validate_observables
+    from .probes import Probes
+    from .response import principal_directions, response_matrix
+    from .samplers import SamplerSettings
+    from .susceptibility import attribution, susceptibility
+
+    post = _build_posterior(a)
+    probe_specs = list(a.probe) or [("fresh", {})]
+    names = [n for n, _ in probe_specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--probe names must be distinct, got {names}.")
+    datasets = {name: _probe_data(a, post, k, name, dict(opts)) for k, (name, opts) in enumerate(probe_specs)}
+    observables = _observables(a.observable, post)
+    validate_observables(observables, post)
+    per_sample = None if a.per_sample is None else _index_list(a.per_sample, post.n, "--per-sample")
+    held = post.model.generate(a.held_out, seed=a.data_seed + 999) if a.held_out else None
+    probes = Probes(datasets=datasets, per_sample=per_sample, held_out=held, thinning=a.probe_thinning)
+    if a.plot:
+        rows = len(datasets) if per_sample is None else per_sample.size
+        if rows < 2 or len(observables) < 2:
+            raise ValueError(f"--plot needs at least 2 rows (probes, or --per-sample samples) and 2 observables; "
+                             f"got {rows} and {len(observables)}.")
+    for path, suffixes in ((a.save_matrix, (".csv", ".nc")), (a.plot, (".png",))):
+        if path and Path(path).suffix not in suffixes:
+            raise ValueError(f"{path!r}: use a file ending in {' or '.join(suffixes)}.")
+    settings = SamplerSettings(sampler=a.sampler, num_chains=a.chains, num_draws=a.draws, num_burnin=a.burnin,
+                               step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning,
+                               loss_estimate=a.loss_estimate, seed=a.seed, options=dict(a.option))
+    probes.resolve(post, settings)  # memory and shapes, before compiling
+
+    t0 = time.perf_counter()
+    try:
+        trace = sample(post, backend=a.backend, sampler=a.sampler, num_chains=a.chains, num_draws=a.draws,
+                       num_burnin=a.burnin, step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning,
+                       loss_estimate=a.loss_estimate, seed=a.seed, progress_bar=not (a.no_progress or a.json), observables=observables,
+                       probes=probes, **dict(a.option))
+    except NotImplementedError as exc:
+        raise ValueError(str(exc)) from None
+    wall = time.perf_counter() - t0
+    chi = susceptibility(trace)
+    att = attribution(trace) if per_sample is not None else None
+    matrix_source = att if att is not None else chi
+
+    result: dict[str, Any] = {
+        "model": post.model.name, "backend": a.backend, "sampler": a.sampler, "n": post.n,
+        "n_beta": post.n_beta, "gamma": post.gamma, "wall_seconds": wall,
+        "chi": chi.to_dataframe().reset_index().to_dict(orient="records"),
+    }
+    every = att is not None and att.sizes["sample"] == post.n  # Σ_z χ_z = 0 holds over the whole training set
+    if every:
+        result["sum_chi_z"] = {k: float(att["chi"].sel(observable=k).sum()) for k in att.observable.values}
+    if a.save:
+        result["saved_to"] = str(save_trace(trace, a.save))
+    if a.save_matrix:
+        path = Path(a.save_matrix)
+        if path.suffix == ".csv":
+            matrix_source[["chi", "se", "jacobian", "jacobian_se"]].to_dataframe().to_csv(path)
+        else:
+            matrix_source.to_netcdf(path)
+        result["matrix_saved_to"] = str(path)
+    if a.plot:
+        from .plots import plot_principal_directions
+
+        pcs = principal_directions(response_matrix(matrix_source))
+        result["plot_saved_to"] = str(plot_principal_directions(pcs, a.plot, title=f"{post.model.name}: principal "
+                                                                "susceptibility directions"))
+    if a.json:
+        print(json.dumps(result, indent=2, default=float))
+        return 0
+    print(f"model {post.model.name} (d={post.sampled_dim}, n={post.n}), nβ={post.n_beta:.4g} "
+          f"[{post.n_beta_source}], γ={post.gamma:g}; {a.backend}/{a.sampler} {a.chains}×{a.draws} draws, "
+          f"{wall:.1f} s")
+    print("χ = -Cov(φ, ΔL), J = nβ·χ = d/dh E_h[φ]; ± standard errors from the ESS of (φ-φ̄)(ΔL-ΔL̄)")
+    header = f"{'probe':<12} {'observable':<16} {'χ ± se':<24} {'J ± se':<24} {'ESS':>8}"
+    print(header)
+    print("-" * len(header))
+    for p in chi.probe.values:
+        for o in chi.observable.values:
+            r = chi.sel(probe=p, observable=o)
+            print(f"{str(p):<12} {str(o):<16} {_fmt_pm(float(r.chi), float(r.se)):<24} "
+                  f"{_fmt_pm(float(r.jacobian), float(r.jacobian_se)):<24} {float(r.ess):>8.0f}")
+    if att is not None:
+        print(f"\nper-sample χ_z over {att.sizes['sample']} training samples "
+              f"({att.attrs['num_draws']} draws per chain); largest |χ_z|/se:")
+        for o in att.observable.values:
+            sel = att.sel(observable=o)
+            z = np.abs(sel.chi.values) / np.where(sel.se.values > 0, sel.se.values, np.inf)
+            top = np.argsort(-z)[:5]
+            items = ", ".join(f"z{int(sel['sample'].values[i])}: {float(sel.chi.values[i]):.3e}" for i in top)
+            total = f"   (Σ_z χ_z = {float(sel.chi.sum()):.1e})" if every else ""
+            print(f"  {str(o):<16} {items}{total}")
+    for key in ("saved_to", "matrix_saved_to", "plot_saved_to"):
+        if key in result:
+            print(f"{key.replace('_', ' ')}: {result[key]}")
+    return 0
+
+
+def add_chi_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``chi`` on the top-level parser's subparsers."""
+    p = subparsers.add_parser("chi", help="susceptibilities χ of a built-in model, with error bars")
+    _add_posterior_args(p)
+    _add_sampler_args(p)
+    p.add_argument("--probe", action="append", type=_probe_arg, default=[], metavar="NAME[:KEY=VALUE...]",
+                   help="probe data set, repeatable: fresh data (NAME), training rows (NAME:rows=0-99), a shifted "
+                        "generator (NAME:w_true=(1,0)), or NAME:file=data.npz; default one fresh probe")
+    p.add_argument("--observable", action="append", default=[], metavar="SPEC",
+                   help="loss | component:NAME[,NAME] | param:NAME[:I[,J]], repeatable "
+                        "(default: loss and one component loss per parameter)")
+    p.add_argument("--per-sample", metavar="all|I-J|i,j,k", default=None,
+                   help="record per-sample losses of these training samples (per-sample χ_z)")
+    p.add_argument("--held-out", type=int, default=0, metavar="N", help="also record N fresh held-out points")
+    p.add_argument("--probe-thinning", type=int, default=1, metavar="K",
+                   help="record per-sample losses at every K-th kept draw")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--save", metavar="PATH", help="save the trace (netCDF .nc or .zarr)")
+    p.add_argument("--save-matrix", metavar="PATH", help="save the response matrix (.csv, or .nc with errors)")
+    p.add_argument("--plot", metavar="PATH.png",
+                   help="plot the first two principal susceptibility directions (per-sample matrix if recorded)")
+    p.set_defaults(func=cmd_chi)
+    return p

@@ -1,0 +1,312 @@
+"""Probes: the data perturbations whose effect on observables susceptibilities measure.
+
+Perturbing the data distribution q (the posterior's, weights ρ included) toward a probe q',
+q_h = (1-h) q + h q', changes the loss by h ΔL with ΔL = L_{q'} - L_q^ρ (MATH.md §3;
+Baker, Wang, Hoogland, Murfet 2025, arXiv 2504.18274). Two kinds of probe:
+
+- a **data set** q' = {z'_1..z'_m}: the backend records L_{q'}(w) = (1/m) Σ_j l(z'_j; w)
+  at every kept draw (group ``probe_losses``, one (chain, draw) variable per data set);
+- a **per-sample** probe q' = δ_z: the backend records l_z(w) for the training samples
+  asked for (``per_sample``) and for held-out points (``held_out``), at every
+  ``thinning``-th kept draw (group ``per_sample_losses``: ``train`` with dims
+  (chain, draw, sample), ``sample`` = training indices; ``held_out`` with dims
+  (chain, draw, held_out_sample); ``weight`` = the effective weights c ρ_z of the
+  recorded training samples; the ``draw`` coordinate holds the kept-draw indices).
+
+ΔL needs the full-batch training loss L_q^ρ(w) at the same draws, which is
+``sample_stats/loss`` when ``loss_estimate="full"``; probes therefore require it.
+
+Division of labour: :meth:`Probes.resolve` (called by ``sample`` before anything is
+compiled) validates every array against the model and checks that the per-sample losses
+fit in memory; a backend evaluates :func:`dataset_losses` and :func:`sample_losses` (the
+one definition of the per-draw quantities, written against the array-API namespace) on
+its draws and hands the arrays to :meth:`ProbePlan.assemble`, which builds the Trace
+groups. All values are stored as float64.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .posterior import GibbsPosterior, _finite_float_array
+from .samplers import SamplerSettings
+
+__all__ = [
+    "Probes", "ProbePlan", "ProbeMemoryError", "available_memory", "check_memory",
+    "dataset_losses", "sample_losses", "PROBE_GROUP", "PER_SAMPLE_GROUP",
+]
+
+PROBE_GROUP = "probe_losses"
+PER_SAMPLE_GROUP = "per_sample_losses"
+_BYTES = 8  # float64
+#: Peak memory of the per-sample losses relative to their size: the backend's output buffer,
+#: its host copy and the Trace's arrays can coexist. Measured on NumPyro (4 chains × 2000
+#: draws × 1000 samples = 64 MB): the process's peak RSS grew by ~3.5× that.
+MEMORY_COPIES = 4
+
+
+class ProbeMemoryError(MemoryError, ValueError):
+    """The per-sample losses asked for will not fit in memory (raised before sampling)."""
+
+
+# ----------------------------------------------------------------- per-draw quantities
+def dataset_losses(loss_fn, params, datasets, consts, xp) -> dict[str, Any]:
+    """{name: L_{q'}(w) = (1/m) Σ_j l(z'_j; w)} for every probe data set, at one draw."""
+    return {name: xp.mean(loss_fn(params, batch, consts, xp)) for name, batch in datasets.items()}
+
+
+def sample_losses(loss_fn, params, batch, consts, xp):
+    """l_z(w) for every row z of ``batch`` (the recorded training samples, then the
+    held-out points; :attr:`ProbePlan.per_sample_batch`), at one draw."""
+    return loss_fn(params, batch, consts, xp)
+
+
+# ----------------------------------------------------------------------- memory check
+def available_memory() -> int:
+    """Physical memory available now, in bytes (``SC_AVPHYS_PAGES × SC_PAGE_SIZE``)."""
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: no check possible
+        return 1 << 62
+
+
+def _gb(x: float) -> str:
+    return f"{x / 1e9:.3g} GB"
+
+
+def check_memory(num_chains: int, num_draws: int, thinning: int, num_samples: int, *,
+                 available: int | None = None) -> int:
+    """Bytes the per-sample losses take (chains × ⌈draws/thinning⌉ × samples × 8); raise
+    :class:`ProbeMemoryError` naming the fix when :data:`MEMORY_COPIES` times that (the peak
+    while the backend hands them over) exceeds the available memory."""
+    kept = math.ceil(num_draws / thinning)
+    need = num_chains * kept * num_samples * _BYTES
+    avail = available_memory() if available is None else int(available)
+    if num_samples and MEMORY_COPIES * need > avail:
+        per_draw = num_chains * num_samples * _BYTES * MEMORY_COPIES
+        min_thin = math.ceil(num_draws / max(avail // per_draw, 1)) if per_draw <= avail else None
+        max_samples = avail // (MEMORY_COPIES * num_chains * kept * _BYTES)
+        fixes = []
+        if min_thin is not None:
+            fixes.append(f"`Probes(..., thinning={min_thin})` or more")
+        if max_samples >= 1:
+            fixes.append(f"at most {max_samples} `per_sample` indices (plus held-out points) at thinning={thinning}")
+        fixes.append("fewer `num_draws`/`num_chains`")
+        raise ProbeMemoryError(
+            f"`probes`: the per-sample losses need {_gb(need)} ({num_chains} chains × {kept} draws × "
+            f"{num_samples} samples × 8 bytes), about {_gb(MEMORY_COPIES * need)} at peak, but only {_gb(avail)} "
+            f"is available; nothing was sampled. Use " + ", or ".join(fixes) + "."
+        )
+    return int(need)
+
+
+# ------------------------------------------------------------------------------ spec
+def _check_name(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"{what} name {name!r} must be a non-empty string without '/'.")
+    return name
+
+
+def _check_dataset(post: GibbsPosterior, data: Any, what: str) -> dict[str, np.ndarray]:
+    """A probe data set: the training data's keys and trailing shapes, finite, loss evaluable."""
+    if not isinstance(data, Mapping) or not data:
+        raise TypeError(f"`{what}` must be a non-empty mapping {{name: array}} like the training data.")
+    keys, train_keys = set(map(str, data)), set(post.data)
+    if keys != train_keys:
+        raise ValueError(f"`{what}` has keys {sorted(keys)}; the model's data has {sorted(train_keys)}.")
+    out = {str(k): _finite_float_array(v, f"{what}[{k!r}]") for k, v in data.items()}
+    lengths = set()
+    for k, v in out.items():
+        if v.ndim == 0 or v.shape[1:] != post.data[k].shape[1:]:
+            raise ValueError(f"`{what}[{k!r}]` has shape {v.shape}; it needs a leading sample dimension and "
+                             f"trailing shape {post.data[k].shape[1:]} like the training data.")
+        lengths.add(v.shape[0])
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"`{what}` entries must share one non-zero number of samples; got {sorted(lengths)}.")
+    m = lengths.pop()
+    losses = post.model.per_sample_loss_numpy(post.centre, out)
+    if losses.shape != (m,) or not np.all(np.isfinite(losses)):
+        raise ValueError(f"`{what}`: the model's loss at the centre must be finite with shape ({m},); "
+                         f"got shape {losses.shape}.")
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Probes:
+    """What to record for susceptibilities, validated by ``sample`` before compilation.
+
+    Parameters
+    ----------
+    datasets
+        ``{name: data dict}``: probe data sets q' (same keys and trailing shapes as the
+        training data). ΔL = L_{q'} - L_q^ρ per kept draw.
+    per_sample
+        Training samples z whose losses l_z(w) are recorded, for per-sample
+        susceptibilities χ_z: ``None`` (none), ``"all"``, or a sequence of distinct indices.
+    held_out
+        Optional data dict of held-out points whose per-sample losses are recorded too.
+    thinning
+        Record per-sample losses at every ``thinning``-th kept draw (data-set probes are
+        recorded at every kept draw; they cost one scalar per draw).
+    """
+
+    datasets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    per_sample: Any = None
+    held_out: Mapping[str, Any] | None = None
+    thinning: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.datasets, Mapping):
+            raise TypeError("`datasets` must be a mapping {probe name: data dict}.")
+        for name in self.datasets:
+            _check_name(name, "`datasets`")
+        object.__setattr__(self, "datasets", MappingProxyType(dict(self.datasets)))
+        t = self.thinning
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1:
+            raise ValueError(f"`thinning` must be a positive integer, got {t!r}.")
+        object.__setattr__(self, "thinning", int(t))
+        ps = self.per_sample
+        if ps is not None and not (isinstance(ps, str) and ps == "all"):
+            if isinstance(ps, str) or not isinstance(ps, (Sequence, np.ndarray, range)):
+                raise TypeError(f"`per_sample` must be None, 'all', or a sequence of sample indices; got {ps!r}.")
+            idx = np.asarray(ps)
+            if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
+                raise TypeError(f"`per_sample` indices must be a 1-D sequence of integers; got dtype {idx.dtype}, "
+                                f"shape {idx.shape}.")
+            idx = idx.astype(np.int64)
+            if idx.size == 0:
+                raise ValueError("`per_sample` is empty; give indices, 'all', or None.")
+            if np.unique(idx).size != idx.size:
+                raise ValueError("`per_sample` repeats an index; give each training sample once.")
+            idx.setflags(write=False)
+            object.__setattr__(self, "per_sample", idx)
+        if self.held_out is not None and not isinstance(self.held_out, Mapping):
+            raise TypeError("`held_out` must be a data dict {name: array} or None.")
+        if not self.datasets and self.per_sample is None and self.held_out is None:
+            raise ValueError("`Probes` records nothing: give `datasets`, `per_sample` or `held_out`.")
+
+    def resolve(self, posterior: GibbsPosterior, settings: SamplerSettings, *,
+                available: int | None = None) -> "ProbePlan":
+        """Validate against the posterior and sampler settings; check memory; return the plan."""
+        if settings.is_stochastic_gradient and settings.loss_estimate != "full":
+            raise ValueError("`probes` need the full-batch training loss L_n(w) at every kept draw (ΔL = L_q' - L_n); "
+                             "use loss_estimate='full' with probes.")
+        datasets = {name: _check_dataset(posterior, d, f"probes.datasets[{name!r}]")
+                    for name, d in self.datasets.items()}
+        n = posterior.n
+        if self.per_sample is None:
+            idx = np.zeros(0, dtype=np.int64)
+        elif isinstance(self.per_sample, str):
+            idx = np.arange(n, dtype=np.int64)
+        else:
+            idx = np.asarray(self.per_sample, dtype=np.int64)
+            bad = idx[(idx < 0) | (idx >= n)]
+            if bad.size:
+                raise ValueError(f"`per_sample` indices {bad[:5].tolist()} are outside the training set "
+                                 f"[0, {n}); use 'all' or indices 0..{n - 1}.")
+        held = None if self.held_out is None else _check_dataset(posterior, self.held_out, "probes.held_out")
+        num = idx.size + (0 if held is None else next(iter(held.values())).shape[0])
+        need = check_memory(settings.num_chains, settings.num_draws, self.thinning, num, available=available)
+        return ProbePlan(
+            datasets=datasets,
+            dataset_loss_at_centre={k: float(np.mean(posterior.model.per_sample_loss_numpy(posterior.centre, d)))
+                                    for k, d in datasets.items()},
+            train_index=idx,
+            train_weights=np.asarray(posterior.effective_weights, dtype=np.float64)[idx],
+            train_data=(dict(posterior.data) if idx.size == n and np.array_equal(idx, np.arange(n))
+                        else {k: v[idx] for k, v in posterior.data.items()}),
+            held_out=held,
+            thinning=self.thinning,
+            memory_bytes=need,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class ProbePlan:
+    """A validated :class:`Probes`, ready for a backend (NumPy float64 arrays only)."""
+
+    datasets: Mapping[str, Mapping[str, np.ndarray]]
+    dataset_loss_at_centre: Mapping[str, float]
+    train_index: np.ndarray
+    train_weights: np.ndarray
+    train_data: Mapping[str, np.ndarray]
+    held_out: Mapping[str, np.ndarray] | None
+    thinning: int
+    memory_bytes: int
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_index.size)
+
+    @property
+    def num_held_out(self) -> int:
+        return 0 if self.held_out is None else int(next(iter(self.held_out.values())).shape[0])
+
+    @property
+    def num_per_sample(self) -> int:
+        return self.num_train + self.num_held_out
+
+    @property
+    def per_sample_batch(self) -> dict[str, np.ndarray] | None:
+        """The rows whose losses :func:`sample_losses` evaluates: recorded training samples,
+        then held-out points (None when no per-sample losses are asked for)."""
+        if not self.num_per_sample:
+            return None
+        if self.held_out is None:
+            return dict(self.train_data)
+        return {k: np.concatenate([self.train_data[k], self.held_out[k]], axis=0) for k in self.train_data}
+
+    def thinned_draws(self, num_draws: int) -> np.ndarray:
+        """Indices of the kept draws at which per-sample losses are recorded."""
+        return np.arange(0, int(num_draws), self.thinning, dtype=np.int64)
+
+    def assemble(self, *, dataset_losses: Mapping[str, np.ndarray] | None,
+                 per_sample: np.ndarray | None, num_draws: int) -> dict[str, xr.Dataset]:
+        """The Trace groups from the backend's arrays.
+
+        ``dataset_losses``: ``{name: (chain, draw)}`` L_{q'}(w); ``per_sample``:
+        ``(chain, len(thinned_draws(num_draws)), num_per_sample)`` l_z(w), training rows first.
+        """
+        groups: dict[str, xr.Dataset] = {}
+        if self.datasets:
+            missing = set(self.datasets) - set(dataset_losses or {})
+            if missing:
+                raise ValueError(f"The backend returned no losses for probe data sets {sorted(missing)}.")
+            arrays = {k: np.asarray(dataset_losses[k], dtype=np.float64) for k in self.datasets}
+            shape = next(iter(arrays.values())).shape
+            coords = {"chain": np.arange(shape[0]), "draw": np.arange(shape[1])}
+            ds = xr.Dataset({k: (("chain", "draw"), v) for k, v in arrays.items()}, coords=coords)
+            for k in self.datasets:
+                ds[k].attrs.update(num_samples=int(next(iter(self.datasets[k].values())).shape[0]),
+                                   loss_at_centre=float(self.dataset_loss_at_centre[k]))
+            ds.attrs["description"] = "L_q'(w) = mean_j l(z'_j; w) of each probe data set; ΔL = L_q' - sample_stats/loss"
+            groups[PROBE_GROUP] = ds
+        if self.num_per_sample:
+            draws = self.thinned_draws(num_draws)
+            arr = np.asarray(per_sample, dtype=np.float64)
+            if arr.ndim != 3 or arr.shape[1:] != (draws.size, self.num_per_sample):
+                raise ValueError(f"per-sample losses must have shape (chain, {draws.size}, {self.num_per_sample}); "
+                                 f"got {arr.shape}.")
+            coords = {"chain": np.arange(arr.shape[0]), "draw": draws}
+            data = {}
+            if self.num_train:
+                coords["sample"] = self.train_index.copy()
+                data["train"] = (("chain", "draw", "sample"), arr[:, :, : self.num_train])
+                data["weight"] = (("sample",), self.train_weights.copy())
+            if self.num_held_out:
+                coords["held_out_sample"] = np.arange(self.num_held_out)
+                data["held_out"] = (("chain", "draw", "held_out_sample"), arr[:, :, self.num_train:])
+            ds = xr.Dataset(data, coords=coords)
+            ds.attrs.update(thinning=int(self.thinning),
+                            description="l_z(w) per recorded sample at every `thinning`-th kept draw; "
+                                        "weight = effective data weight c·ρ_z")
+            groups[PER_SAMPLE_GROUP] = ds
+        return groups

@@ -1,0 +1,266 @@
+"""Susceptibilities, per-sample attributions and the component-restricted estimator.
+
+Linear response (MATH.md §3; Baker, Wang, Hoogland, Murfet 2025, arXiv 2504.18274). Perturb
+the data distribution toward a probe q', q_h = (1-h) q + h q'. The tempered posterior at h
+is p_h ∝ exp(-nβ (L + h ΔL)) (times the localizing prior), ΔL = L_{q'} - L_q^ρ, and
+
+    d/dh E_h[φ] |_{h=0} = -nβ Cov_p(φ, ΔL),   χ(φ; q') := -Cov_p(φ, ΔL),   J := nβ χ.
+
+We store χ (the convention of devinterp and the 2025-26 papers) and the Jacobian J of the
+observable in h under its own name. A per-sample probe q' = δ_z gives χ_z(φ) =
+-Cov(φ, l_z - L^ρ), and every probe decomposes as χ(φ; q') = Σ_z q'(z) χ_z(φ).
+
+Estimator. Over the N = chains × draws pooled kept draws, with pooled means φ̄ and ΔL̄,
+
+    χ̂ = -(1/N) Σ_t s_t,   s_t = (φ_t - φ̄)(ΔL_t - ΔL̄).
+
+Standard error: the Monte Carlo standard error of the mean of the product series s_t,
+sd(s)/√ESS(s), with ESS the split-chain effective sample size of s itself (arviz-stats,
+through :func:`pplpatterning.convergence.series_mcse`). Replacing the true means by φ̄ and
+ΔL̄ biases χ̂ by O(1/N) and changes its variance only at second order (the derivative of
+E[(φ-a)(ΔL-b)] in a or b vanishes at the true means), so this is the first-order (delta-
+method) standard error of χ̂. J's standard error is nβ times χ's.
+
+Exact identity of the per-sample estimator: with L^ρ(w) = (1/n) Σ_j c ρ_j l_j(w) (the
+Trace's ``sample_stats/loss``) at the same draws, Σ_j c ρ_j (l_{z_j} - L^ρ) =
+(n - Σ_j c ρ_j) L^ρ at every draw, so when every training sample is recorded
+
+    Σ_j c ρ_j χ̂_{z_j} = -(n - Σ_j c ρ_j) · Cov̂(φ, L^ρ)      (to rounding),
+
+which is 0 with equal weights (Σ_j χ̂_{z_j} = 0, MATH.md §3) and with normalised weights
+(Σ_j c ρ_j = n); with raw weights of another total it is the stated multiple of Cov(φ, L^ρ).
+
+Everything here reads the Trace only (numpy/xarray), whichever backend sampled it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from .convergence import series_mcse
+from .probes import PER_SAMPLE_GROUP, PROBE_GROUP
+from .trace import trace_attr
+
+__all__ = ["susceptibility", "attribution", "component_susceptibility", "negative_covariance"]
+
+_CHUNK_BYTES = 64 * 2**20  # product series evaluated per chunk of rows
+_SE_METHOD = ("MCSE of the mean of the product series (φ-φ̄)(ΔL-ΔL̄): sd/√ESS_mean (arviz-stats), "
+              "first-order delta method")
+
+
+# -------------------------------------------------------------------- trace access
+def _group(trace: xr.DataTree, name: str, hint: str) -> xr.Dataset:
+    if name not in trace.children or not trace[name].data_vars:
+        raise ValueError(f"The trace has no {name!r} group; {hint}")
+    return trace[name].to_dataset()
+
+
+def _observables(trace: xr.DataTree, names: Sequence[str] | None) -> xr.DataArray:
+    """φ as a (chain, draw, observable) array."""
+    ds = _group(trace, "observables", "pass observables={name: phi} to sample(), e.g. "
+                "pplpatterning.observables.full_loss(posterior).")
+    available = list(ds.data_vars)
+    if names is None:
+        names = available
+    elif isinstance(names, str):
+        names = [names]
+    missing = [k for k in names if k not in ds]
+    if missing:
+        raise ValueError(f"`observables` {missing} are not in the trace; it has {available}.")
+    for k in names:
+        if set(ds[k].dims) != {"chain", "draw"}:
+            raise ValueError(f"Observable {k!r} has dims {ds[k].dims}; susceptibilities need scalar observables "
+                             "with dims (chain, draw).")
+    arr = xr.concat([ds[k].astype(np.float64) for k in names], dim="observable")
+    return arr.assign_coords(observable=list(names)).transpose("chain", "draw", "observable")
+
+
+def _training_loss(trace: xr.DataTree) -> xr.DataArray:
+    """L_q^ρ(w) per kept draw (full batch), the centring term of every ΔL."""
+    estimate = trace_attr(trace, "loss_estimate", "full")
+    if estimate != "full":
+        raise ValueError(f"This trace's loss is the sampler's {estimate!r} estimate; ΔL = L_q' - L_n needs the "
+                         "full-batch L_n at every draw. Sample with loss_estimate='full'.")
+    return trace["sample_stats"]["loss"].astype(np.float64)
+
+
+def _probe_deltas(trace: xr.DataTree, probes, mixtures) -> xr.DataArray:
+    """ΔL = L_q' - L_q^ρ per probe (and per mixture Σ_k a_k L_k - L), (chain, draw, probe)."""
+    ds = _group(trace, PROBE_GROUP, "pass probes=Probes(datasets={name: data}) to sample().")
+    available = list(ds.data_vars)
+    names = available if probes is None else ([probes] if isinstance(probes, str) else list(probes))
+    missing = [k for k in names if k not in ds]
+    if missing:
+        raise ValueError(f"`probes` {missing} are not in the trace; it has {available}.")
+    losses = {k: ds[k].astype(np.float64) for k in names}
+    for mix, weights in (mixtures or {}).items():
+        if mix in losses:
+            raise ValueError(f"`mixtures` name {mix!r} clashes with a probe of that name.")
+        if not isinstance(weights, Mapping) or not weights:
+            raise TypeError(f"`mixtures[{mix!r}]` must be a mapping {{probe name: weight}}.")
+        bad = [k for k in weights if k not in ds]
+        if bad:
+            raise ValueError(f"`mixtures[{mix!r}]` names probes {bad} that are not in the trace; it has {available}.")
+        a = {k: float(v) for k, v in weights.items()}
+        if not all(np.isfinite(list(a.values()))) or abs(sum(a.values()) - 1.0) > 1e-9:
+            raise ValueError(f"`mixtures[{mix!r}]` weights must be finite and sum to 1 (a mixture of probe "
+                             f"distributions); they sum to {sum(a.values())!r}.")
+        losses[mix] = sum(w * ds[k].astype(np.float64) for k, w in a.items())
+    loss = _training_loss(trace)
+    arr = xr.concat([v - loss for v in losses.values()], dim="probe")
+    return arr.assign_coords(probe=list(losses)).transpose("chain", "draw", "probe")
+
+
+def _sample_deltas(trace: xr.DataTree, samples: str, indices) -> xr.DataArray:
+    """ΔL_z = l_z - L_q^ρ at the thinned draws, (chain, draw, row)."""
+    if samples not in ("train", "held_out"):
+        raise ValueError(f"`samples` must be 'train' or 'held_out', got {samples!r}.")
+    ds = _group(trace, PER_SAMPLE_GROUP, "pass probes=Probes(per_sample='all' or indices, held_out=...) to sample().")
+    if samples not in ds:
+        raise ValueError(f"The trace recorded no {samples!r} per-sample losses; it has {list(ds.data_vars)}.")
+    losses = ds[samples].astype(np.float64)
+    dim = "sample" if samples == "train" else "held_out_sample"
+    if indices is not None:
+        idx = np.atleast_1d(np.asarray(indices))
+        missing = np.setdiff1d(idx, losses[dim].values)
+        if missing.size:
+            raise ValueError(f"`indices` {missing[:5].tolist()} were not recorded; the trace has {dim} "
+                             f"{losses[dim].values[:5].tolist()}...")
+        losses = losses.sel({dim: idx})
+    loss = _training_loss(trace).sel(draw=losses["draw"].values)
+    return (losses - loss).transpose("chain", "draw", dim)
+
+
+# --------------------------------------------------------------------- estimators
+def negative_covariance(phi: xr.DataArray, delta: xr.DataArray) -> xr.Dataset:
+    """χ = -Cov(φ, ΔL) with its standard error, for every (row, observable) pair.
+
+    ``phi``: (chain, draw, observable); ``delta``: (chain, draw, <row dim>), on the same
+    draws. Returns ``chi``, ``se`` and ``ess`` (of the product series) with dims
+    (<row dim>, observable). See the module docstring for the estimator and its error.
+    """
+    row = [d for d in delta.dims if d not in ("chain", "draw")][0]
+    phi_c = phi - phi.mean(("chain", "draw"))
+    dl_c = delta - delta.mean(("chain", "draw"))
+    # One (chain, draw, rows) product of at most _CHUNK_BYTES at a time bounds the memory.
+    per_row = delta.sizes["chain"] * delta.sizes["draw"] * 8
+    step = max(1, _CHUNK_BYTES // per_row)
+    parts = []
+    for k in phi["observable"].values:
+        chunks = []
+        for start in range(0, delta.sizes[row], step):
+            stats = series_mcse(phi_c.sel(observable=k) * dl_c.isel({row: slice(start, start + step)}))
+            chunks.append(xr.Dataset({"chi": -stats["mean"], "se": stats["mcse"], "ess": stats["ess"]}))
+        parts.append(xr.concat(chunks, dim=row) if len(chunks) > 1 else chunks[0])
+    out = xr.concat(parts, dim="observable").assign_coords(observable=phi["observable"].values)
+    return out.transpose(row, "observable")
+
+
+def _finish(ds: xr.Dataset, trace: xr.DataTree, estimator: str) -> xr.Dataset:
+    n_beta = float(trace_attr(trace, "n_beta"))
+    ds["jacobian"] = n_beta * ds["chi"]
+    ds["jacobian_se"] = n_beta * ds["se"]
+    ds["chi"].attrs["long_name"] = "susceptibility χ = -Cov(φ, ΔL)"
+    ds["jacobian"].attrs["long_name"] = "J = nβ·χ = d/dh E_h[φ] at h = 0"
+    ds.attrs.update(n_beta=n_beta, estimator=estimator, se_method=_SE_METHOD,
+                    num_chains=int(trace["sample_stats"].sizes["chain"]))
+    return ds
+
+
+def susceptibility(trace: xr.DataTree, probes: Sequence[str] | str | None = None,
+                   observables: Sequence[str] | str | None = None, *,
+                   mixtures: Mapping[str, Mapping[str, float]] | None = None) -> xr.Dataset:
+    """χ(φ; q') = -Cov(φ, L_{q'} - L_q^ρ) for every recorded probe data set and observable.
+
+    Returns an xarray Dataset with dims (probe, observable): ``chi``, ``se`` (its standard
+    error from the ESS), ``jacobian`` = nβ·χ = d/dh E_h[φ], ``jacobian_se``, and ``ess``.
+    ``mixtures={"mix": {"a": 0.3, "b": 0.7}}`` adds the probe Σ_k a_k q'_k (Σ a_k = 1),
+    whose χ is exactly Σ_k a_k χ_k (χ is linear in the probe).
+    """
+    phi = _observables(trace, observables)
+    delta = _probe_deltas(trace, probes, mixtures)
+    ds = negative_covariance(phi, delta)
+    ds.attrs["num_draws"] = int(phi.sizes["draw"])
+    return _finish(ds, trace, "chi = -Cov(phi, L_probe - L_train)")
+
+
+def attribution(trace: xr.DataTree, observables: Sequence[str] | str | None = None, *,
+                samples: str = "train", indices=None) -> xr.Dataset:
+    """Per-sample susceptibilities χ_z(φ) = -Cov(φ, l_z - L_q^ρ) (MATH.md §3).
+
+    ``samples="train"`` uses the recorded training samples (dim ``sample`` = training
+    indices; variable ``weight`` = c ρ_z; Σ_z χ_z = 0 exactly when all are recorded with
+    equal weights, see the module docstring for weights), ``"held_out"`` the held-out
+    points (dim ``held_out_sample``). Covariances
+    are taken over the thinned draws at which per-sample losses were recorded. Same
+    variables as :func:`susceptibility`.
+    """
+    delta = _sample_deltas(trace, samples, indices)
+    phi = _observables(trace, observables).sel(draw=delta["draw"].values)
+    ds = negative_covariance(phi, delta)
+    if samples == "train":
+        ds["weight"] = trace[PER_SAMPLE_GROUP]["weight"].sel(sample=ds["sample"].values).astype(np.float64)
+    ds.attrs["num_draws"] = int(phi.sizes["draw"])
+    return _finish(ds, trace, "chi_z = -Cov(phi, l_z - L_train)")
+
+
+def component_susceptibility(restricted: xr.DataTree, full: xr.DataTree, *, observable: str | None = None,
+                             probes: Sequence[str] | str | None = None, samples: str | None = None,
+                             indices=None) -> xr.Dataset:
+    """The component-restricted estimator (MATH.md §3; Baker et al. 2025, App. C.4).
+
+    For a component C with weights v (the rest u frozen at u*), take the observable
+    φ_C(w) = δ(u - u*) (L(w) - L(w*)), supported on the component. Its covariance with ΔL
+    under the full posterior p reduces to expectations under the weight-restricted
+    posterior p_C(v) ∝ p(u*, v) and one under p:
+
+        Cov_p(φ_C, ΔL) = (Z_C/Z) · E_{p_C}[ φ (ΔL - E_p[ΔL]) ],   φ = L(u*, v) - L(w*),
+
+    so the observable comes from the restricted posterior and the centring of ΔL from the
+    full one. We report χ_C = -E_{p_C}[φ (ΔL - E_p[ΔL])], i.e. without the positive
+    normalising ratio Z_C/Z (common to every probe of a component, so signs and the
+    ranking of probes within a component are unaffected; compare components only after
+    normalising, e.g. per row of the response matrix).
+
+    ``restricted`` is the trace of the weight-restricted posterior (e.g.
+    ``post.with_(sampled=names)``); ``full`` the trace of the full posterior, with the same
+    probes recorded. ``observable`` names a variable of ``restricted``'s observables group;
+    default ``sample_stats/loss_delta`` = L^ρ(u*, v) - L^ρ(w*). Rows are the probe data
+    sets (``probes``), or per-sample probes when ``samples`` is "train"/"held_out".
+
+    Standard error: the MCSE of the restricted product series φ_t (ΔL_t - E_p[ΔL]) and the
+    MCSE of E_p[ΔL] (independent runs), combined as
+    se² = mcse_C² + (E_{p_C}[φ])² · mcse_p(ΔL)².
+    """
+    nb_r, nb_f = float(trace_attr(restricted, "n_beta")), float(trace_attr(full, "n_beta"))
+    if not np.isclose(nb_r, nb_f, rtol=1e-12):
+        raise ValueError(f"The restricted (nβ={nb_r:g}) and full (nβ={nb_f:g}) traces must share nβ.")
+    if observable is None:
+        phi = restricted["sample_stats"]["loss_delta"].astype(np.float64)
+        name = "component_loss"
+    else:
+        phi = _observables(restricted, [observable]).sel(observable=observable, drop=True)
+        name = observable
+    if samples is None:
+        d_r, d_f = _probe_deltas(restricted, probes, None), _probe_deltas(full, probes, None)
+    else:
+        d_r, d_f = _sample_deltas(restricted, samples, indices), _sample_deltas(full, samples, indices)
+        phi = phi.sel(draw=d_r["draw"].values)
+    row = d_r.dims[-1]
+    if not np.array_equal(d_r[row].values, d_f[row].values):
+        raise ValueError(f"The restricted and full traces recorded different {row}s; record the same probes in both.")
+    full_stats = series_mcse(d_f)
+    s = phi * (d_r - full_stats["mean"])
+    r_stats = series_mcse(s)
+    phi_mean = float(phi.mean())
+    se = np.sqrt(r_stats["mcse"] ** 2 + phi_mean**2 * full_stats["mcse"] ** 2)
+    ds = xr.Dataset({"chi": -r_stats["mean"], "se": se, "ess": r_stats["ess"]}).expand_dims(observable=[name])
+    ds = ds.transpose(row, "observable")
+    ds.attrs["num_draws"] = int(phi.sizes["draw"])
+    ds = _finish(ds, restricted, "chi_C = -E_restricted[phi (dL - E_full[dL])] (App. C.4, without Z_C/Z)")
+    ds.attrs["se_method"] = ("sqrt(MCSE_restricted(phi (dL - E_full dL))^2 + E_restricted[phi]^2 MCSE_full(dL)^2), "
+                             "MCSE = sd/sqrt(ESS_mean) (arviz-stats)")
+    return ds
