@@ -17,6 +17,7 @@ tanh               H=1, sigma=1.0                                         (H+i²
 gaussian_mixture   variant="means", sigma=1.0, weight=0.5                 3/4 ("means"), 1/2 ("weight")
 rrr                M=3, N=3, H=3, r=1, sigma=1.0                          Aoyagi & Watanabe 2005
 dln                widths=(2, 3, 3, 2), r=0, sigma=1.0                    Aoyagi 2024
+two_solutions      p=0.5, noise=0.0, sigma=1.0                            1/3 (two solution sets, patterning demo)
 =================  =====================================================  ==============================
 
 Exact finite-nβ targets (``Model.target_fn``) exist for ``regular`` (closed form, any centre,
@@ -47,10 +48,11 @@ from .powers import powers
 from .product import product
 from .rrr import rrr
 from .tanh import tanh
+from .two_solutions import two_solutions
 
 __all__ = [
     "MODELS", "get_model", "lambdas", "finite_target_by_quadrature", "regular", "normal_crossing", "product",
-    "powers", "norm_power", "tanh", "gaussian_mixture", "rrr", "dln",
+    "powers", "norm_power", "tanh", "gaussian_mixture", "rrr", "dln", "two_solutions",
 ]
 
 MODELS: dict[str, Callable[..., Model]] = {
@@ -63,6 +65,7 @@ MODELS: dict[str, Callable[..., Model]] = {
     "gaussian_mixture": gaussian_mixture,
     "rrr": rrr,
     "dln": dln,
+    "two_solutions": two_solutions,
 }
 
 

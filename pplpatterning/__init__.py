@@ -10,6 +10,8 @@ from .comparison import compare
 from .diagnostics import Diagnosis, Finding, diagnose
 from .llc import LLCEstimate, llc, wbic
 from .model import Model
+from .patterning import PatternPlan, pattern
+from .patterning_verify import Verification, verify
 from .posterior import GibbsPosterior
 from .probes import Probes
 from .refined import components, refine
@@ -26,5 +28,5 @@ __all__ = [
     "llc", "wbic", "LLCEstimate", "diagnose", "Diagnosis", "Finding",
     "save_trace", "load_trace", "compare",
     "Probes", "susceptibility", "attribution", "component_susceptibility", "response_matrix",
-    "principal_directions", "refine", "components",
+    "principal_directions", "refine", "components", "pattern", "PatternPlan", "verify", "Verification",
 ]

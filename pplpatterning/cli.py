@@ -215,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_chi import add_chi_parser
 
     add_chi_parser(sub)
+    from .cli_pattern import add_pattern_parser
+
+    add_pattern_parser(sub)
     return p
 
 

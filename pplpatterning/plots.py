@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-__all__ = ["plot_comparison", "plot_principal_directions", "new_figure", "save_figure"]
+__all__ = [
+    "plot_comparison", "plot_principal_directions", "new_figure", "save_figure", "plot_calibration", "plot_target_ratios", "plot_nbeta_curves", "plot_posterior_shift", "plot_linear_response",
+]
 
 
 def new_figure(figsize):
@@ -94,3 +96,233 @@ def plot_principal_directions(pcs: xr.Dataset, path: str | Path, *, title: str |
         a.set_ylabel(labels[1])
     fig.suptitle(title or "Principal susceptibility directions")
     return save_figure(fig, path, dpi=110)
+
+
+def plot_calibration(result, path: str | Path, title: str | None = None) -> Path:
+    """A step-size calibration (:class:`pplpatterning.calibrate.Calibration`) against ε, log x-axis.
+
+    Top: λ̂ ± 2 MCSE per ε (filled markers pass the recommendation rule, hollow ones fail),
+    the finite-nβ target where known and the exact λ. Bottom: MALA acceptance ± 2 se with the
+    threshold. The recommended ε of each (nβ, γ) is a dotted vertical line.
+    """
+    import matplotlib
+
+    table = result.table
+    fig = new_figure((7, 6))
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    groups = list(table.groupby(["n_beta", "gamma"], sort=False))
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, ((nb, g), grp) in enumerate(groups):
+        c = colors[i % len(colors)]
+        label = f"nβ={nb:.4g}, γ={g:g}" if len(groups) > 1 else None
+        grp = grp.sort_values("step_size")
+        for ok, marker_face in ((True, c), (False, "none")):
+            sel = grp[grp["ok"] == ok]
+            sel = sel[np.isfinite(sel["llc"].astype(float))]
+            if len(sel):
+                ax1.errorbar(sel["step_size"], sel["llc"], yerr=2 * sel["mcse"].astype(float), fmt="o", color=c,
+                             mfc=marker_face, capsize=3, label=label if ok else None)
+            acc = grp[grp["ok"] == ok]
+            acc = acc[np.isfinite(acc["acceptance"].astype(float))]
+            if len(acc):
+                ax2.errorbar(acc["step_size"], acc["acceptance"], yerr=2 * acc["acceptance_se"].astype(float),
+                             fmt="o", color=c, mfc=marker_face, capsize=3)
+        ax1.plot(grp["step_size"], grp["llc"], color=c, lw=0.8, alpha=0.6)
+        ax2.plot(grp["step_size"], grp["acceptance"], color=c, lw=0.8, alpha=0.6)
+        target = grp["target"].dropna()
+        if len(target):
+            ax1.axhline(float(target.iloc[0]), color=c, lw=1.2, ls="-", alpha=0.8,
+                        label=f"finite-nβ target {float(target.iloc[0]):.4g}")
+        rec = result.recommended
+        rec = rec[(rec["n_beta"] == nb) & (rec["gamma"] == g)]
+        if len(rec) and np.isfinite(rec["step_size"].iloc[0]):
+            eps = float(rec["step_size"].iloc[0])
+            for ax in (ax1, ax2):
+                ax.axvline(eps, color=c, ls=":", lw=1.5)
+            ax2.annotate(f"recommended ε = {eps:.3g}", (eps, 0.02), xycoords=("data", "axes fraction"),
+                         rotation=90, fontsize=8, color=c, ha="right", va="bottom")
+    if result.lambda_exact is not None:
+        ax1.axhline(result.lambda_exact, color="gray", ls="--", lw=1, label=f"λ = {result.lambda_exact:.4g}")
+    ax2.axhline(result.threshold, color="k", ls="--", lw=1, label=f"threshold {result.threshold:g}")
+    ax1.set_xscale("log")
+    ax1.set_ylabel("λ̂ ± 2 MCSE")
+    ax2.set_ylabel("MALA acceptance")
+    ax2.set_xlabel("step size ε")
+    ax2.set_ylim(-0.02, 1.02)
+    ax1.legend(loc="best", fontsize=8)
+    ax2.legend(loc="lower left", fontsize=8)
+    ax1.set_title(title or f"{result.model}: {result.backend}/{result.sampler} step-size calibration "
+                           "(hollow = rejected)")
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- patterning
+def plot_posterior_shift(before: xr.DataTree, after: xr.DataTree, path: str | Path, *,
+                         params: tuple[str, str] = ("a", "b"),
+                         lines: dict[str, tuple[tuple[float, float], tuple[float, float]]] | None = None,
+                         masses: pd.DataFrame | None = None, max_points: int = 4000,
+                         title: str | None = None) -> Path:
+    """Posterior draws of two scalar parameters before and after a re-weighting, plus mass fractions.
+
+    Left and middle: scatter of the draws of ``params`` (x, y) of ``before`` and ``after``
+    (at most ``max_points`` each, evenly thinned) on common axes, with the solution sets in
+    ``lines`` ({label: ((x0, y0), (x1, y1))}) drawn as labelled segments. Right (when
+    ``masses`` is given): bars of the mass fractions, one group per row of ``masses``
+    (index = solution label) with columns ``before``, ``after`` and optional ``before_se``,
+    ``after_se`` (drawn as ±2 se), ``exact_before``, ``exact_after`` (black markers).
+    """
+    def draws(tr):
+        post = tr["posterior"]
+        for p in params:
+            if p not in post.data_vars:
+                raise ValueError(f"The trace has no parameter {p!r}; sample with keep_params=True.")
+        xy = np.stack([post[p].values.reshape(-1) for p in params], axis=1)
+        step = max(1, xy.shape[0] // max_points)
+        return xy[::step]
+
+    xy0, xy1 = draws(before), draws(after)
+    both = np.concatenate([xy0, xy1])
+    lo, hi = np.quantile(both, 0.002, axis=0), np.quantile(both, 0.998, axis=0)
+    pad = 0.08 * (hi - lo)
+    ncols = 3 if masses is not None else 2
+    fig = new_figure((4.6 * ncols, 4.4))
+    axes = fig.subplots(1, ncols, gridspec_kw={"width_ratios": [1, 1, 0.8][:ncols]})
+    for ax, xy, label, color in ((axes[0], xy0, "before", "tab:blue"), (axes[1], xy1, "after", "tab:orange")):
+        ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.25, color=color, rasterized=True)
+        for k, (name, (p0, p1)) in enumerate((lines or {}).items()):
+            ax.plot([p0[0], p1[0]], [p0[1], p1[1]], color=["tab:green", "tab:purple", "tab:red", "k"][k % 4],
+                    lw=1.6, label=name)
+        ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+        ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+        ax.set_xlabel(params[0])
+        ax.set_ylabel(params[1])
+        ax.set_title(f"posterior draws, {label} re-weighting")
+        if lines:
+            ax.legend(loc="upper right", fontsize=8)
+    if masses is not None:
+        ax = axes[2]
+        names = [str(i) for i in masses.index]
+        x = np.arange(len(names))
+        for off, col, color in ((-0.18, "before", "tab:blue"), (0.18, "after", "tab:orange")):
+            se = masses.get(f"{col}_se")
+            ax.bar(x + off, masses[col].values, width=0.34, color=color, alpha=0.8, label=col,
+                   yerr=None if se is None else 2 * se.values, capsize=3)
+            exact = masses.get(f"exact_{col}")
+            if exact is not None:
+                ax.scatter(x + off, exact.values, color="k", marker="_", s=300, zorder=3,
+                           label="exact" if col == "before" else None)
+        ax.set_xticks(x, names)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("posterior mass fraction (± 2 se)")
+        ax.set_title("mass on each solution")
+        ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle(title or "Posterior before and after patterning")
+    return save_figure(fig, path, dpi=110)
+
+
+def plot_linear_response(table: pd.DataFrame, path: str | Path, *, title: str | None = None,
+                         xlabel: str = "predicted change α β X s", ylabel: str = "realized change E_new - E_old") -> Path:
+    """Realized against predicted changes (± 2 se each), with the line realized = predicted.
+
+    ``table`` has columns ``predicted``, ``realized`` and optional ``predicted_se``,
+    ``realized_se``, ``exact`` (the exact realized change, drawn as black crosses) and
+    ``label`` (annotations), one row per verified plan (or observable).
+    """
+    fig = new_figure((5.6, 5.0))
+    ax = fig.subplots()
+    p, r = table["predicted"].to_numpy(float), table["realized"].to_numpy(float)
+    pse = table["predicted_se"].to_numpy(float) if "predicted_se" in table else None
+    rse = table["realized_se"].to_numpy(float) if "realized_se" in table else None
+    ax.errorbar(p, r, xerr=None if pse is None else 2 * np.nan_to_num(pse), yerr=None if rse is None else 2 * rse,
+                fmt="o", color="tab:blue", capsize=3, label="realized (± 2 se)")
+    if "exact" in table:
+        ax.scatter(p, table["exact"].to_numpy(float), marker="x", color="k", zorder=3, label="exact realized")
+    if "label" in table:
+        for label, xi, yi in zip(table["label"], p, r):
+            ax.annotate(str(label), (xi, yi), fontsize=8, xytext=(4, -10), textcoords="offset points")
+    span = np.concatenate([p, r])
+    lo, hi = float(np.min(span)), float(np.max(span))
+    pad = 0.1 * (hi - lo if hi > lo else 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.5", lw=1, ls="--", label="realized = predicted")
+    ax.axhline(0, color="0.85", lw=0.8)
+    ax.axvline(0, color="0.85", lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title or "Linear response: realized vs predicted")
+    return save_figure(fig, path, dpi=110)
+
+
+def plot_target_ratios(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Every row of a validation table as λ̂ ± 2 MCSE, one panel per case (validation/run_validation.py).
+
+    Rows are (backend, sampler), numpyro blue and pyro orange; the solid line is the exact
+    finite-nβ target (``target``) where known, the dashed line the exact λ; cases checked
+    against λ (``check == "lambda15"``) shade λ ± 15 %. Failed runs are left out.
+    """
+    ok = table[table["error"].fillna("") == ""]
+    cases = list(dict.fromkeys(ok["case"]))
+    ncol = min(3, max(len(cases), 1))
+    nrow = max(1, -(-len(cases) // ncol))
+    per_panel = max([int((ok["case"] == c).sum()) for c in cases] or [1])
+    fig = new_figure((4.2 * ncol, (0.9 + 0.22 * per_panel) * nrow + 0.4))
+    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
+    for ax, case in zip(axes, cases):
+        sub = ok[ok["case"] == case]
+        y = np.arange(len(sub))
+        for yi, r in zip(y, sub.itertuples()):
+            c = "tab:blue" if r.backend == "numpyro" else "tab:orange"
+            ax.errorbar(r.llc, yi, xerr=2 * r.mcse, fmt="o" if r.passed else "x", color=c, capsize=2, ms=4)
+        first = sub.iloc[0]
+        if pd.notna(first["target"]):
+            ax.axvline(float(first["target"]), color="k", lw=1.2)
+        lam = first["lambda_exact"]
+        if pd.notna(lam):
+            ax.axvline(float(lam), color="gray", ls="--", lw=1)
+            if first.get("check") == "lambda15":
+                ax.axvspan(0.85 * lam, 1.15 * lam, color="gray", alpha=0.12, lw=0)
+        ax.set_yticks(y, [f"{'np' if b == 'numpyro' else 'pyro'}/{s}" for b, s in zip(sub["backend"], sub["sampler"])],
+                      fontsize=7)
+        ax.invert_yaxis()
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"{first['model']}\nnβ={first['n_beta']:.4g}, γ={first['gamma']:g}", fontsize=8)
+    for ax in axes[len(cases):]:
+        ax.set_visible(False)
+    fig.suptitle(title or "λ̂ ± 2 MCSE: solid = exact finite-nβ target, dashed = λ (× = failed its check)",
+                 fontsize=9)
+    return save_figure(fig, path)
+
+
+def plot_nbeta_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """λ̂ against nβ per case: exact target curve, estimates ± 2 MCSE, and the exact λ (log x-axis).
+
+    ``curves`` has columns case, model, kind ("target" or "estimate"), n_beta, value, mcse,
+    lambda_exact (as written by validation/run_validation.run_curves).
+    """
+    cases = list(dict.fromkeys(curves["case"]))
+    ncol = min(2, max(len(cases), 1))
+    nrow = max(1, -(-len(cases) // ncol))
+    fig = new_figure((5 * ncol, 3.4 * nrow))
+    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
+    for ax, case in zip(axes, cases):
+        sub = curves[curves["case"] == case]
+        tgt = sub[sub["kind"] == "target"].sort_values("n_beta")
+        est = sub[sub["kind"] == "estimate"].sort_values("n_beta")
+        if len(tgt):
+            ax.plot(tgt["n_beta"], tgt["value"], color="k", lw=1.3, label="exact finite-nβ E[λ̂]")
+        if len(est):
+            ax.errorbar(est["n_beta"], est["value"], yerr=2 * est["mcse"], fmt="o", color="tab:blue", capsize=3,
+                        label="λ̂ ± 2 MCSE")
+        lam = sub["lambda_exact"].dropna()
+        if len(lam):
+            ax.axhline(float(lam.iloc[0]), color="gray", ls="--", lw=1, label=f"λ = {float(lam.iloc[0]):.4g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("nβ")
+        ax.set_ylabel("λ̂")
+        ax.set_title(str(sub["model"].iloc[0]), fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in axes[len(cases):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

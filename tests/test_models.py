@@ -39,6 +39,8 @@ CASES = [
     ("rrr", {"M": 2, "N": 3, "H": 2, "r": 0, "sigma": 2.0}),
     ("dln", {}),
     ("dln", {"widths": (3, 2, 4), "r": 1}),
+    ("two_solutions", {}),
+    ("two_solutions", {"p": 0.3, "noise": 0.2, "sigma": 0.5}),
 ]
 CASE_IDS = [f"{name}-{i}" for i, (name, _) in enumerate(CASES)]
 
@@ -86,7 +88,7 @@ def _to_jax(jnp, arrays):
 
 def test_registry_covers_every_model():
     assert set(MODELS) == {"regular", "normal_crossing", "product", "powers", "norm_power", "tanh",
-                           "gaussian_mixture", "rrr", "dln"}
+                           "gaussian_mixture", "rrr", "dln", "two_solutions"}
     assert {name for name, _ in CASES} == set(MODELS)
 
 

@@ -1,0 +1,227 @@
+"""``pplpatterning pattern``: find the data re-weighting that moves observables, and verify it.
+
+    pplpatterning pattern --model two_solutions --model-arg p=0.7 --centre a=1 --centre b=1 \\
+        --gamma 8 --observable A=model:on_solution_a --target A=0.1 --verify
+
+Samples the posterior recording every training sample's loss, estimates the per-sample
+susceptibilities χ_z (``attribution``), solves for the weights (``pattern``: s = X⁺ dμ,
+ρ = 1 + α s) and prints the plan: the weights, the predicted change of every observable,
+the residual, and the rank and conditioning of X. With ``--verify`` it re-samples the
+re-weighted posterior and prints realized against predicted changes (``verify``).
+
+Observables (``--observable [NAME=]SPEC``, repeatable; default ``loss`` plus one component
+loss per parameter): ``loss``, ``component:NAME[,NAME]``, ``param:NAME[:I[,J]]`` (as in
+``pplpatterning chi``), ``model:ATTR`` (a function ``phi(params, xp)`` named ATTR in the
+module that defines the model, e.g. ``model:on_solution_a`` for ``two_solutions``) and
+``python:MODULE:ATTR`` (any importable function). Targets: ``--target NAME=DELTA``.
+
+Every argument is checked before anything is compiled or sampled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cli import _add_posterior_args, _add_sampler_args, _build_posterior
+
+__all__ = ["add_pattern_parser", "cmd_pattern"]
+
+
+def _key_value(text: str, flag: str, example: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{flag} expects NAME=VALUE, got {text!r} (e.g. {flag} {example}).")
+    key, value = text.split("=", 1)
+    if not key.strip():
+        raise argparse.ArgumentTypeError(f"{flag} {text!r}: the name before '=' is empty.")
+    return key.strip(), value.strip()
+
+
+def _target_arg(text: str) -> tuple[str, float]:
+    key, value = _key_value(text, "--target", "loss=-0.01")
+    try:
+        return key, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--target {text!r}: {value!r} is not a number.") from None
+
+
+def _centre_arg(text: str) -> tuple[str, Any]:
+    import ast
+
+    key, value = _key_value(text, "--centre", "a=1")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        raise argparse.ArgumentTypeError(f"--centre {text!r}: {value!r} is not a number or tuple.") from None
+
+
+def _resolve_function(spec: str, post) -> Any:
+    kind, _, rest = spec.partition(":")
+    if kind == "model":
+        module_name, attr = post.model.loss.__module__, rest
+    else:  # python:MODULE:ATTR
+        module_name, _, attr = rest.rpartition(":")
+    if not module_name or not attr:
+        raise ValueError(f"--observable {spec!r}: use model:ATTR or python:MODULE:ATTR.")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--observable {spec!r}: cannot import {attr!r} from {module_name!r} ({exc}).") from None
+    if not callable(fn):
+        raise ValueError(f"--observable {spec!r}: {module_name}.{attr} is not callable.")
+    return fn
+
+
+def _observables(specs: list[str], post) -> dict[str, Any]:
+    """{name: phi} from [NAME=]SPEC items (see the module docstring)."""
+    from .cli_chi import _observables as chi_observables
+
+    if not specs:
+        return chi_observables([], post)
+    out: dict[str, Any] = {}
+    for item in specs:
+        name, spec = (item.split("=", 1) if "=" in item else (None, item))
+        if spec.startswith(("model:", "python:")):
+            fn = _resolve_function(spec, post)
+            label = name or spec.rsplit(":", 1)[-1]
+        else:
+            (label, fn), = chi_observables([spec], post).items()
+            label = name or label
+        if label in out:
+            raise ValueError(f"--observable: the name {label!r} is used twice; give NAME=SPEC.")
+        out[label] = fn
+    return out
+
+
+def _save_weights(path: Path, weights: np.ndarray) -> None:
+    if path.suffix == ".npy":
+        np.save(path, weights)
+    else:
+        np.savetxt(path, np.column_stack([np.arange(weights.size), weights]), delimiter=",",
+                   header="sample,weight", comments="", fmt=["%d", "%.17g"])
+
+
+def cmd_pattern(a: argparse.Namespace) -> int:
+    from . import sample
+    from .observables import validate_observables
+    from .patterning import check_pattern_options, pattern, verify
+    from .probes import Probes
+    from .samplers import SamplerSettings
+    from .susceptibility import attribution
+
+    post = _build_posterior(a)
+    if a.centre:
+        centre = {k: np.asarray(v, dtype=np.float64) for k, v in dict(post.centre).items()}
+        for key, value in a.centre:
+            if key not in centre:
+                raise ValueError(f"--centre {key}=...: unknown parameter; the model has {list(centre)}.")
+            centre[key] = np.broadcast_to(np.asarray(value, dtype=np.float64), centre[key].shape).copy()
+        post = post.with_(centre=centre)
+    observables = _observables(a.observable, post)
+    validate_observables(observables, post)
+    targets = dict(a.target)
+    if len(targets) != len(a.target):
+        raise ValueError("--target names an observable twice.")
+    unknown = [k for k in targets if k not in observables]
+    if unknown:
+        raise ValueError(f"--target names observables {unknown} that are not among --observable {list(observables)}.")
+    check_pattern_options(targets, fraction=a.fraction, max_weight_change=a.max_weight_change, ridge=a.ridge)
+    for path, suffixes in ((a.save_weights, (".npy", ".csv")), (a.plot, (".png",))):
+        if path and Path(path).suffix not in suffixes:
+            raise ValueError(f"{path!r}: use a file ending in {' or '.join(suffixes)}.")
+    if a.plot and not a.verify:
+        raise ValueError("--plot draws realized against predicted changes; it needs --verify.")
+    options = dict(a.option)
+    settings = SamplerSettings(sampler=a.sampler, num_chains=a.chains, num_draws=a.draws, num_burnin=a.burnin,
+                               step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning,
+                               loss_estimate=a.loss_estimate, seed=a.seed, options=options)
+    probes = Probes(per_sample="all", thinning=a.probe_thinning)
+    probes.resolve(post, settings)  # shapes and memory, before compiling
+
+    kw = dict(backend=a.backend, sampler=a.sampler, num_chains=a.chains, num_draws=a.draws, num_burnin=a.burnin,
+              step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning, loss_estimate=a.loss_estimate,
+              progress_bar=not (a.no_progress or a.json), observables=observables, **options)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        trace = sample(post, seed=a.seed, probes=probes, **kw)
+    except NotImplementedError as exc:
+        raise ValueError(str(exc)) from None
+    seconds["sample"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    chi = attribution(trace)
+    seconds["chi"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    plan = pattern(chi, targets, fraction=a.fraction, max_weight_change=a.max_weight_change, ridge=a.ridge,
+                   nonnegative=a.nonnegative, n=post.n)
+    seconds["pattern"] = time.perf_counter() - t0
+    result: dict[str, Any] = {"model": post.model.name, "n": post.n, "n_beta": post.n_beta, "gamma": post.gamma,
+                              "backend": a.backend, "sampler": a.sampler, "plan": plan.to_dict()}
+    check = None
+    if a.verify:
+        kw.pop("observables")
+        t0 = time.perf_counter()
+        check = verify(post, plan, observables=observables, baseline=trace,
+                       seed=a.seed + 1 if a.verify_seed is None else a.verify_seed, **kw)
+        seconds["verify"] = time.perf_counter() - t0
+        result["verification"] = check.to_dict()
+    if a.save_weights:
+        _save_weights(Path(a.save_weights), plan.weights)
+        result["weights_saved_to"] = str(a.save_weights)
+    if a.plot:
+        from .plots import plot_linear_response
+
+        tab = check.table[np.isfinite(check.table["predicted"])].reset_index()
+        tab["label"] = tab["observable"]
+        result["plot_saved_to"] = str(plot_linear_response(tab, a.plot, title=f"{post.model.name}: patterning"))
+    result["seconds"] = seconds
+    if a.json:
+        print(json.dumps(result, indent=2, default=float))
+        return 0
+    print(f"model {post.model.name} (d={post.sampled_dim}, n={post.n}), nβ={post.n_beta:.4g} [{post.n_beta_source}], "
+          f"γ={post.gamma:g}; {a.backend}/{a.sampler} {a.chains}×{a.draws} draws, per-sample losses every "
+          f"{a.probe_thinning} draw(s)")
+    print(plan)
+    if check is not None:
+        print()
+        print(check)
+    print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
+    for key in ("weights_saved_to", "plot_saved_to"):
+        if key in result:
+            print(f"{key.replace('_', ' ')}: {result[key]}")
+    return 0
+
+
+def add_pattern_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``pattern`` on the top-level parser's subparsers."""
+    p = subparsers.add_parser("pattern", help="re-weight the data to move observables (patterning), and verify")
+    _add_posterior_args(p)
+    p.add_argument("--centre", action="append", type=_centre_arg, default=[], metavar="PARAM=VALUE",
+                   help="override the centre w* (the localizing prior's mean), repeatable (e.g. --centre a=1)")
+    _add_sampler_args(p)
+    p.add_argument("--observable", action="append", default=[], metavar="[NAME=]SPEC",
+                   help="loss | component:NAME[,NAME] | param:NAME[:I[,J]] | model:ATTR | python:MODULE:ATTR, "
+                        "repeatable (default: loss and one component loss per parameter)")
+    p.add_argument("--target", action="append", type=_target_arg, required=True, metavar="NAME=DELTA",
+                   help="desired change of E[NAME], repeatable (e.g. --target A=0.1)")
+    p.add_argument("--fraction", type=float, default=None, help="aim for this fraction of the target (default 1)")
+    p.add_argument("--max-weight-change", type=float, default=None, metavar="C",
+                   help="cap the largest weight change |ρ_j - 1| at C (scales the step)")
+    p.add_argument("--ridge", type=float, default=0.0, help="relative ridge (times σ_max(X)²); 0 = minimum norm")
+    p.add_argument("--nonnegative", action="store_true",
+                   help="bounded solve keeping every weight ≥ 0 (reports the residual it had to accept)")
+    p.add_argument("--probe-thinning", type=int, default=1, metavar="K",
+                   help="record per-sample losses at every K-th kept draw")
+    p.add_argument("--verify", action="store_true", help="re-sample with the new weights; realized vs predicted")
+    p.add_argument("--verify-seed", type=int, default=None, help="seed of the re-weighted run (default --seed + 1)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--save-weights", metavar="PATH", help="save the new weights (.npy, or .csv with sample,weight)")
+    p.add_argument("--plot", metavar="PATH.png", help="with --verify: plot realized against predicted changes")
+    p.set_defaults(func=cmd_pattern)
+    return p
