@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 
-.PHONY: run test venv bench clean
+.PHONY: run test venv bench validate clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,9 @@ run: venv
 
 test: venv
 	$(PY) -m pytest -q
+
+validate: venv
+	$(PY) validation/run_validation.py
 
 bench: venv
 	$(PY) validation/benchmark_llc.py

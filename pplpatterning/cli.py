@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_pattern import add_pattern_parser
 
     add_pattern_parser(sub)
+    from .cli_validate import add_parsers
+    add_parsers(sub)  # calibrate, validate
     return p
 
 

@@ -143,6 +143,19 @@ def plot_calibration(result, path: str | Path, title: str | None = None) -> Path
                          rotation=90, fontsize=8, color=c, ha="right", va="bottom")
     if result.lambda_exact is not None:
         ax1.axhline(result.lambda_exact, color="gray", ls="--", lw=1, label=f"λ = {result.lambda_exact:.4g}")
+    # Keep the scale of the sensible rows: estimates far above (a diverging ε) are drawn as ▲ at the top.
+    ref = [float(v) for v in table.loc[table["ok"], "llc"].dropna()] + [float(v) for v in table["target"].dropna()]
+    if result.lambda_exact is not None:
+        ref.append(float(result.lambda_exact))
+    finite = table["llc"].astype(float)
+    finite = finite[np.isfinite(finite)]
+    if ref and len(finite) and finite.max() > 3 * max(max(ref), 1e-12):
+        top = 3 * max(ref)
+        ax1.set_ylim(min(0.0, float(finite.min()) * 1.1), top)
+        for eps, v in zip(table["step_size"], table["llc"].astype(float)):
+            if np.isfinite(v) and v > top:
+                ax1.plot([eps], [top], marker="^", color="k", clip_on=False)
+                ax1.annotate(f"{v:.3g}", (eps, top), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax2.axhline(result.threshold, color="k", ls="--", lw=1, label=f"threshold {result.threshold:g}")
     ax1.set_xscale("log")
     ax1.set_ylabel("λ̂ ± 2 MCSE")

@@ -1,0 +1,449 @@
+"""Step-size calibration for the stochastic-gradient samplers: sweep ε, recommend one.
+
+For each ε of a grid (optionally crossed with grids of nβ and γ) :func:`calibrate` runs the
+sampler, then judges the run by three signs of health (MATH.md §8; Lau et al. 2023,
+arXiv 2308.12108, App. on hyperparameter selection; devinterp's MALA-acceptance diagnostic):
+
+1. **MALA acceptance** ᾱ(ε): at kept draws w (a thinned subset of every chain), the
+   Metropolis–Hastings acceptance probability that the Langevin proposal
+
+       w' = w - (ε/2) ∇U(w) + √ε ξ,   ξ ~ N(0, I)
+
+   would have had under the *full-batch* potential U(w) = nβ L_n^ρ(w) + (γ/2)||w - w*||²:
+
+       α = min(1, exp( U(w) - U(w') + log q(w | w') - log q(w' | w) )),
+       log q(b | a) = -||b - a + (ε/2) ∇U(a)||² / (2ε).
+
+   ᾱ is near 1 when one step of the sampler's discretisation is accurate on the posterior
+   it is actually visiting, and falls as the O(ε) bias of the unadjusted chain grows
+   (Roberts & Tweedie 1996). The proposal is matched to each sampler's update rule:
+
+   - ``sgld``: the proposal above with the sampler's own ε (it *is* the SGLD step with the
+     full-batch gradient);
+   - ``rmsprop_sgld``: the preconditioned proposal w' = w - (ε/2) G∇U + √(εG) ξ with the
+     diagonal G = 1/(√V + eps) frozen, log q(b | a) = -Σ_j (b_j - a_j + (ε/2)G_j ∂_jU(a))²
+     / (2εG_j). V is estimated by the mean of (∂_jU)² over the evaluated draws (the
+     kernel's V after burn-in is an average of squared *minibatch* gradients, which is
+     larger by the minibatch variance, so this G is an upper bound and the acceptance a
+     conservative one);
+   - ``sgnht``: the Langevin step ε_L = ε² (one leapfrog step of size ε from a fresh
+     N(0, I) momentum moves w to w - (ε²/2)∇U + ε p: exactly the proposal above with
+     ε_L = ε²; SGNHT's integrator has the same stability limit ε²a < 4 on a curvature a);
+   - a ``mala`` trace with step size s (its convention w' = w - s∇U + √(2s) ξ): ε = 2s,
+     so :func:`mala_acceptance` of a MALA chain estimates that chain's own mean
+     ``accept_prob``.
+
+2. **Stationarity** of the loss trace: :func:`~pplpatterning.diagnose` must not report
+   ``loss_not_settled`` (early and late means of each chain within 4 standard errors).
+3. **Sign and finiteness**: λ̂ > 0 and no NaN / infinite loss (``nan_loss``), no early stop.
+
+**Recommendation rule.** For each (nβ, γ) the recommended ε is the *largest* ε of the grid
+with ᾱ ≥ ``threshold`` (default 0.9), a settled loss trace, λ̂ > 0 and no NaN. The largest
+such ε mixes fastest among the accurate ones; a recommendation at the top of the grid is
+flagged (extend the grid upward), and a group where no ε passes gets none, with the reasons.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .convergence import series_mcse
+from .diagnostics import diagnose
+from .posterior import GibbsPosterior
+from .samplers import SG_SAMPLERS, SamplerSettings
+from .sampling import BACKENDS, get_backend, sample
+from .trace import trace_attr
+
+__all__ = ["calibrate", "Calibration", "mala_acceptance", "AcceptanceEstimate", "DEFAULT_STEP_SIZES",
+           "DEFAULT_THRESHOLD", "TABLE_COLUMNS", "REASON_CODES"]
+
+#: Default ε grid: half-decades from 1e-6 to 1e-2.
+DEFAULT_STEP_SIZES = tuple(float(v) for v in np.logspace(-6, -2, 9))
+#: Default MALA-acceptance threshold for SG samplers.
+DEFAULT_THRESHOLD = 0.9
+#: Why a row can be rejected.
+REASON_CODES = ("error", "nan", "nonpositive_llc", "loss_not_settled", "low_acceptance")
+
+TABLE_COLUMNS = ["n_beta", "gamma", "step_size", "llc", "mcse", "rhat", "ess_bulk", "acceptance", "acceptance_se",
+                 "settled", "ok", "reasons", "message", "target", "wall_s"]
+
+
+# ---------------------------------------------------------------- MALA acceptance
+@dataclass(frozen=True)
+class AcceptanceEstimate:
+    """Mean MALA acceptance over the evaluated draws, its standard error and the values.
+
+    ``values`` has dims (chain, draw) over the evaluated (thinned) draws; ``se`` is the
+    MCSE of their mean (arviz-stats, from the ESS of that series).
+    """
+
+    mean: float
+    se: float
+    values: xr.DataArray
+    step_size: np.ndarray  # Langevin ε per chain (SGLD convention)
+
+    def __str__(self) -> str:
+        return f"MALA acceptance {self.mean:.3f} ± {self.se:.3f} over {self.values.size} draws"
+
+
+def _flat_draws(post: GibbsPosterior, trace: xr.DataTree, draw_idx: np.ndarray) -> np.ndarray:
+    """(chain, k, d) float64 parameter vectors of the sampled parameters, in ``post.sampled`` order."""
+    group = trace["posterior"]
+    missing = [k for k in post.sampled if k not in group]
+    if missing:
+        raise ValueError(
+            f"`trace` has no posterior draws of {missing}; sample with keep_params=True to compute MALA acceptance."
+        )
+    parts = []
+    for k in post.sampled:
+        arr = np.asarray(group[k].values, dtype=np.float64)[:, draw_idx]
+        parts.append(arr.reshape(arr.shape[:2] + (-1,)))
+    return np.concatenate(parts, axis=-1)
+
+
+def _unflatten(post: GibbsPosterior, z: np.ndarray) -> dict[str, np.ndarray]:
+    out, start = {}, 0
+    for k in post.sampled:
+        shape = post.model.param_shapes[k]
+        size = int(np.prod(shape))
+        out[k] = z[start:start + size].reshape(shape)
+        start += size
+    return out
+
+
+def _energy_evaluator(post: GibbsPosterior, backend: str):
+    """f(Z: (k, d)) -> (U (k,), ∇U (k, d)) from the backend's potential.
+
+    Uses the backend's ``potential_and_grad_batch(post, params)`` (params with a leading
+    batch axis) when it has one, else loops over ``potential_and_grad(post, params)``.
+    """
+    module = get_backend(backend)
+    batch_fn = getattr(module, "potential_and_grad_batch", None)
+
+    def flat_grad(grad: Mapping[str, Any], lead: tuple[int, ...]) -> np.ndarray:
+        return np.concatenate([np.asarray(grad[k], np.float64).reshape(lead + (-1,)) for k in post.sampled], -1)
+
+    def evaluate(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if batch_fn is not None:
+            params = {k: np.stack([_unflatten(post, z)[k] for z in Z]) for k in post.sampled}
+            U, grad = batch_fn(post, params)
+            return np.asarray(U, np.float64).reshape(-1), flat_grad(grad, (Z.shape[0],))
+        U = np.empty(Z.shape[0])
+        G = np.empty_like(Z)
+        for i, z in enumerate(Z):
+            if not np.all(np.isfinite(z)):
+                U[i], G[i] = np.nan, np.nan
+                continue
+            u, g = module.potential_and_grad(post, _unflatten(post, z))
+            U[i], G[i] = u, flat_grad(g, ())
+        return U, G
+
+    return evaluate
+
+
+def _trace_step_size(trace: xr.DataTree, sampler: str, n_chain: int) -> np.ndarray:
+    """The Langevin-equivalent ε (SGLD convention) of a trace's own step size, per chain."""
+    if sampler == "mala":
+        s = np.asarray(trace["sample_stats"]["step_size"].values, np.float64)
+        return 2.0 * s[:, -1]
+    if sampler not in SG_SAMPLERS:
+        raise ValueError(
+            f"A {sampler!r} trace has no single Langevin step size; pass `step_size` explicitly "
+            "(MALA acceptance is defined for mala and the SG samplers' traces)."
+        )
+    eps = float(trace_attr(trace, "settings")["step_size"])
+    if sampler == "sgnht":
+        eps = eps * eps
+    return np.full(n_chain, eps)
+
+
+def mala_acceptance(
+    posterior: GibbsPosterior,
+    trace: xr.DataTree,
+    step_size: float | Sequence[float] | np.ndarray | None = None,
+    *,
+    backend: str | None = None,
+    num_points: int = 64,
+    preconditioned: bool | None = None,
+    seed: int = 0,
+) -> AcceptanceEstimate:
+    """MALA acceptance of a Langevin step ε at the draws of ``trace`` (see the module docstring).
+
+    Parameters
+    ----------
+    posterior
+        The posterior the trace was sampled from (defines the full-batch U and ∇U).
+    trace
+        A Trace with posterior draws (``keep_params=True``).
+    step_size
+        ε in the SGLD convention w' = w - (ε/2)∇U + √ε ξ: a number, or one per chain.
+        Default: the trace's own step size (SG samplers: the sampler's ε, ε² for SGNHT;
+        MALA: 2 × its recorded step size).
+    backend
+        Backend whose ``potential_and_grad`` evaluates U; default the trace's backend.
+    num_points
+        Number of draws evaluated, spread evenly over each chain's kept draws.
+    preconditioned
+        Use the RMSProp preconditioner G = 1/(√mean(∇U²) + eps) estimated from the
+        evaluated draws. Default: True for an ``rmsprop_sgld`` trace.
+    seed
+        Seed of the proposal noise ξ.
+    """
+    if not isinstance(posterior, GibbsPosterior):
+        raise TypeError(f"`posterior` must be a GibbsPosterior, got {type(posterior).__name__}.")
+    if not isinstance(trace, xr.DataTree) or "sample_stats" not in trace.children:
+        raise TypeError("`trace` must be a Trace (an xarray DataTree returned by pplpatterning.sample).")
+    if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
+        raise ValueError(f"`num_points` must be a positive integer, got {num_points!r}.")
+    sampler = str(trace_attr(trace, "sampler", ""))
+    backend = backend if backend is not None else str(trace_attr(trace, "backend", "numpyro"))
+    if backend not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {list(BACKENDS)}, got {backend!r}.")
+    n_chain = int(trace["sample_stats"].sizes["chain"])
+    n_draw = int(trace["sample_stats"].sizes["draw"])
+    if step_size is None:
+        eps = _trace_step_size(trace, sampler, n_chain)
+    else:
+        eps = np.atleast_1d(np.asarray(step_size, dtype=np.float64))
+        if eps.size == 1:
+            eps = np.full(n_chain, float(eps[0]))
+        if eps.shape != (n_chain,) or not np.all(np.isfinite(eps)) or np.any(eps <= 0):
+            raise ValueError(
+                f"`step_size` must be a positive number or one positive number per chain ({n_chain}), got {step_size!r}."
+            )
+    if preconditioned is None:
+        preconditioned = sampler == "rmsprop_sgld"
+
+    per_chain = max(1, min(n_draw, math.ceil(num_points / n_chain)))
+    draw_idx = np.unique(np.linspace(0, n_draw - 1, per_chain).round().astype(int))
+    k = draw_idx.size
+    W = _flat_draws(posterior, trace, draw_idx).reshape(n_chain * k, -1)
+    eps_rows = np.repeat(eps, k)
+    evaluate = _energy_evaluator(posterior, backend)
+    U0, G0 = evaluate(W)
+    if preconditioned:
+        rms_eps = float(trace_attr(trace, "settings", {}).get("options", {}).get("eps", 1e-5))
+        finite = np.all(np.isfinite(G0), axis=-1)
+        v = np.mean(G0[finite] ** 2, axis=0) if finite.any() else np.ones(W.shape[1])
+        P = np.broadcast_to(1.0 / (np.sqrt(v) + rms_eps), W.shape)
+    else:
+        P = np.ones_like(W)
+    rng = np.random.default_rng(seed)
+    xi = rng.standard_normal(W.shape)
+    var = eps_rows[:, None] * P
+    W1 = W - 0.5 * var * G0 + np.sqrt(var) * xi
+    U1, G1 = evaluate(W1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        log_ratio = (U0 - U1 + _log_q_rows(W, W1, G1, var) - _log_q_rows(W1, W, G0, var))
+        log_ratio = np.where(np.isfinite(log_ratio), log_ratio, -np.inf)
+        alpha = np.minimum(1.0, np.exp(np.minimum(log_ratio, 0.0)))
+    alpha = np.where(np.all(np.isfinite(W), axis=-1), alpha, 0.0)
+    values = xr.DataArray(alpha.reshape(n_chain, k), dims=("chain", "draw"),
+                          coords={"chain": np.arange(n_chain), "draw": draw_idx})
+    stats = series_mcse(values)
+    se = float(stats["mcse"])
+    if not np.isfinite(se):  # too few points for an ESS: fall back to sd/√N
+        se = float(np.std(alpha, ddof=1) / math.sqrt(alpha.size)) if alpha.size > 1 else math.nan
+    return AcceptanceEstimate(mean=float(np.mean(alpha)), se=se, values=values, step_size=eps)
+
+
+def _log_q_rows(b: np.ndarray, a: np.ndarray, grad_a: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """log q(b | a) = -Σ_j (b_j - a_j + ½ var_j ∂_jU(a))² / (2 var_j), var = ε G per coordinate."""
+    return -np.sum((b - a + 0.5 * var * grad_a) ** 2 / (2.0 * var), axis=-1)
+
+
+# -------------------------------------------------------------------- calibration
+@dataclass(frozen=True)
+class Calibration:
+    """The result of :func:`calibrate`.
+
+    ``table``: one row per (nβ, γ, ε) with λ̂, MCSE, R-hat, bulk ESS, MALA acceptance ± se,
+    ``settled``, ``ok``, the rejection ``reasons`` (codes from :data:`REASON_CODES`, comma
+    separated) and a readable ``message``. ``recommended``: one row per (nβ, γ) with the
+    recommended ``step_size`` (NaN when none passed) and the ``reason``.
+    """
+
+    table: pd.DataFrame
+    recommended: pd.DataFrame
+    sampler: str
+    backend: str
+    threshold: float
+    model: str
+    lambda_exact: float | None
+
+    @property
+    def step_size(self) -> float | None:
+        """The recommended ε for the first (or only) (nβ, γ) setting, or None."""
+        value = float(self.recommended["step_size"].iloc[0])
+        return None if math.isnan(value) else value
+
+    def plot(self, path: str | Path, title: str | None = None) -> Path:
+        """λ̂ ± 2 MCSE and MALA acceptance against ε (log x-axis), recommendation marked."""
+        from .plots import plot_calibration
+
+        return plot_calibration(self, path, title=title)
+
+    def __str__(self) -> str:
+        lines = [f"{self.model}: {self.backend}/{self.sampler}, MALA-acceptance threshold {self.threshold:g}"]
+        for _, r in self.recommended.iterrows():
+            eps = "none" if math.isnan(r["step_size"]) else f"{r['step_size']:.3g}"
+            lines.append(f"  nβ={r['n_beta']:.4g}, γ={r['gamma']:g}: recommended ε = {eps} ({r['reason']})")
+        return "\n".join(lines)
+
+
+def _positive_grid(values: Any, what: str, allow_zero: bool = False) -> list[float]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+        raise TypeError(f"`{what}` must be a sequence of numbers, got {type(values).__name__}.")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"`{what}` must contain numbers only, got {v!r}.")
+        v = float(v)
+        if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+            bound = "≥ 0" if allow_zero else "> 0"
+            raise ValueError(f"every entry of `{what}` must be finite and {bound}, got {v!r}.")
+        out.append(v)
+    if not out:
+        raise ValueError(f"`{what}` is empty; give at least one value.")
+    if len(set(out)) != len(out):
+        raise ValueError(f"`{what}` repeats a value: {out}.")
+    return sorted(out)
+
+
+def _judge(est, diag, acc: AcceptanceEstimate | None, threshold: float, incomplete: str) -> tuple[list[str], list[str]]:
+    codes, msgs = [], []
+    if incomplete or "nan_loss" in diag.codes() or not np.isfinite(est.llc):
+        codes.append("nan")
+        msgs.append("NaN or infinite loss" + (f" ({incomplete})" if incomplete else ""))
+    if np.isfinite(est.llc) and est.llc <= 0:
+        codes.append("nonpositive_llc")
+        msgs.append(f"λ̂ = {est.llc:.3g} ≤ 0")
+    if "loss_not_settled" in diag.codes():
+        codes.append("loss_not_settled")
+        msgs.append("loss trace not settled")
+    if acc is None or not np.isfinite(acc.mean) or acc.mean < threshold:
+        codes.append("low_acceptance")
+        value = "NaN" if acc is None or not np.isfinite(acc.mean) else f"{acc.mean:.3f}"
+        msgs.append(f"MALA acceptance {value} < {threshold:g}")
+    return codes, msgs
+
+
+def calibrate(
+    posterior: GibbsPosterior,
+    sampler: str = "sgld",
+    *,
+    backend: str = "numpyro",
+    step_sizes: Sequence[float] | None = None,
+    n_betas: Sequence[float] | None = None,
+    gammas: Sequence[float] | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    num_chains: int = 4,
+    num_draws: int = 500,
+    num_burnin: int = 500,
+    batch_size: int | None = None,
+    thinning: int = 1,
+    seed: int = 0,
+    acceptance_points: int = 64,
+    progress_bar: bool = False,
+    **options: Any,
+) -> Calibration:
+    """Sweep the step size ε of an SG sampler (and nβ, γ on request) and recommend one.
+
+    Every combination of ``step_sizes`` × ``n_betas`` × ``gammas`` is one run of
+    ``sample(posterior.with_(n_beta=…, gamma=…), sampler=sampler, step_size=ε, …)``, judged
+    by MALA acceptance, loss-trace stationarity, the sign of λ̂ and NaN (module docstring);
+    the recommendation is the largest passing ε per (nβ, γ). All arguments are checked
+    before the first run. ``options`` are the sampler's own options (e.g. ``diffusion``).
+
+    Returns a :class:`Calibration` (``.table``, ``.recommended``, ``.step_size``, ``.plot``).
+    """
+    if not isinstance(posterior, GibbsPosterior):
+        raise TypeError(f"`posterior` must be a GibbsPosterior, got {type(posterior).__name__}.")
+    if sampler not in SG_SAMPLERS:
+        raise ValueError(
+            f"`sampler` must be a stochastic-gradient sampler {list(SG_SAMPLERS)}, got {sampler!r}; "
+            "nuts, hmc and mala adapt their step size during burn-in and need no calibration."
+        )
+    if backend not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {list(BACKENDS)}, got {backend!r}.")
+    steps = _positive_grid(DEFAULT_STEP_SIZES if step_sizes is None else step_sizes, "step_sizes")
+    nbs = _positive_grid([posterior.n_beta] if n_betas is None else n_betas, "n_betas")
+    gms = _positive_grid([posterior.gamma] if gammas is None else gammas, "gammas", allow_zero=True)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise ValueError(f"`threshold` must be a number in (0, 1), got {threshold!r}.")
+    if isinstance(acceptance_points, bool) or not isinstance(acceptance_points, int) or acceptance_points < 2:
+        raise ValueError(f"`acceptance_points` must be an integer ≥ 2, got {acceptance_points!r}.")
+    if isinstance(num_draws, int) and not isinstance(num_draws, bool) and num_draws < 50:
+        raise ValueError(f"`num_draws` must be ≥ 50 so that loss-trace stationarity can be judged, got {num_draws!r}.")
+    # Validates chains, draws, burn-in, batch size, thinning, seed and the options, once per ε.
+    for eps in steps:
+        SamplerSettings(sampler=sampler, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
+                        step_size=eps, batch_size=batch_size, thinning=thinning, seed=seed,
+                        options=options).resolved_batch_size(posterior.n)
+    posts = {(nb, g): posterior.with_(n_beta=nb, gamma=g) for nb in nbs for g in gms}
+    get_backend(backend)
+
+    from .comparison import finite_target
+
+    rows = []
+    for (nb, g), post in posts.items():
+        try:
+            target = finite_target(post)
+        except Exception:  # an unknown target does not stop a calibration
+            target = None
+        for eps in steps:
+            row: dict[str, Any] = dict(n_beta=nb, gamma=g, step_size=eps, target=target)
+            t0 = time.perf_counter()
+            try:
+                tr = sample(post, backend=backend, sampler=sampler, num_chains=num_chains, num_draws=num_draws,
+                            num_burnin=num_burnin, step_size=eps, batch_size=batch_size, thinning=thinning,
+                            seed=seed, progress_bar=progress_bar, **options)
+            except Exception as exc:  # keep the row and say why
+                row.update(wall_s=time.perf_counter() - t0, settled=False, ok=False, reasons="error",
+                           message=f"run failed: {type(exc).__name__}: {exc}")
+                rows.append(row)
+                continue
+            diag = diagnose(tr)
+            est = diag.estimate
+            incomplete = str(trace_attr(tr, "incomplete_reason", "")) if int(trace_attr(tr, "incomplete", 0)) else ""
+            acc = None
+            if not incomplete:
+                acc = mala_acceptance(post, tr, backend=backend, num_points=acceptance_points, seed=seed)
+            codes, msgs = _judge(est, diag, acc, float(threshold), incomplete)
+            row.update(llc=est.llc, mcse=est.mcse, rhat=est.rhat, ess_bulk=est.ess_bulk,
+                       acceptance=None if acc is None else acc.mean, acceptance_se=None if acc is None else acc.se,
+                       settled="loss_not_settled" not in diag.codes() and "nan" not in codes, ok=not codes,
+                       reasons=",".join(codes), message="; ".join(msgs) if msgs else "passes",
+                       wall_s=time.perf_counter() - t0)
+            rows.append(row)
+    table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
+    table["ok"] = table["ok"].astype(bool)
+    table["settled"] = table["settled"].astype(bool)
+
+    rec = []
+    for (nb, g), group in table.groupby(["n_beta", "gamma"], sort=False):
+        passing = group[group["ok"]]
+        if passing.empty:
+            counts = pd.Series([c for r in group["reasons"] for c in str(r).split(",") if c]).value_counts()
+            why = ", ".join(f"{c} ({n}/{len(group)})" for c, n in counts.items())
+            rec.append(dict(n_beta=nb, gamma=g, step_size=math.nan, llc=math.nan, mcse=math.nan,
+                            acceptance=math.nan, reason=f"no step size passed: {why}"))
+            continue
+        best = passing.loc[passing["step_size"].idxmax()]
+        reason = f"largest ε with MALA acceptance ≥ {threshold:g}, settled loss, λ̂ > 0, no NaN"
+        if best["step_size"] == max(steps):
+            reason += "; it is the largest ε tried, so extend the grid upward"
+        rec.append(dict(n_beta=nb, gamma=g, step_size=float(best["step_size"]), llc=best["llc"], mcse=best["mcse"],
+                        acceptance=best["acceptance"], reason=reason))
+    recommended = pd.DataFrame(rec)
+    return Calibration(table=table, recommended=recommended, sampler=sampler, backend=backend,
+                       threshold=float(threshold), model=posterior.model.name, lambda_exact=posterior.model.lam)

@@ -1,0 +1,451 @@
+"""Validation: every zoo model × backend × sampler against the exact answers, as a report.
+
+    make validate                                   # full run (≤ 1 hour), validation/report.md
+    .venv/bin/python validation/run_validation.py --quick          # < 5 minutes, what CI runs
+    .venv/bin/pplpatterning validate --quick --cases regular rrr   # the same through the CLI
+
+Each row samples one posterior (validation/settings.py: the model, its data, nβ, γ, and the
+sampler settings, with the reasons for each number) and records λ̂ ± MCSE, R-hat, ESS, wall
+time, the exact λ, the exact finite-nβ target E[λ̂] where known, z = (λ̂ - target)/MCSE,
+the MALA acceptance of the SG samplers' ε (pplpatterning.calibrate) and the check the row
+must pass (settings.py). The report (validation/report.md) states the date, seed and
+settings, and links the figures in validation/figures/: λ̂/target for every row, and λ̂
+against nβ with the exact target curve for a few models.
+
+Reproducible from ``--seed``: each row's sampler seed is a fixed function of the seed and
+the row's (case, backend, sampler); the data seeds are part of the settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import time
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load_settings():
+    """validation/settings.py, imported under a private name (no generic `settings` module on sys.path)."""
+    import importlib.util
+
+    name = "_pplpatterning_validation_settings"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, HERE / "settings.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+S = _load_settings()
+
+from pplpatterning import GibbsPosterior, diagnose, sample  # noqa: E402
+from pplpatterning.calibrate import mala_acceptance  # noqa: E402
+from pplpatterning.comparison import finite_target  # noqa: E402
+from pplpatterning.models import get_model  # noqa: E402
+from pplpatterning.samplers import SG_SAMPLERS  # noqa: E402
+
+__all__ = ["null_data", "rrr_null_target", "rrr_side_integral", "build_posterior", "reference_target", "plan", "run_row", "run_rows",
+           "run_curves", "check_rows", "write_report", "run_validation", "main", "ROW_COLUMNS"]
+
+ROW_COLUMNS = ["case", "model", "backend", "sampler", "lambda_exact", "multiplicity", "target", "target_source",
+               "n_beta", "gamma", "llc", "mcse", "z", "ratio_lambda", "rhat", "ess_bulk", "ess_tail", "mala_acceptance",
+               "wall_s", "settings", "check", "passed", "failure", "problems", "error"]
+
+
+# ------------------------------------------------------------------------- data
+def null_data(model, n: int, seed: int, *, whiten: bool = True) -> dict[str, np.ndarray]:
+    """Data with truth f = 0 whose empirical loss has its exact minimum at w* = 0.
+
+    Draws n/2 points from the model's generator and uses each x_i twice, with noise y_i and
+    -y_i: then Σ_i y_i g(x_i) = 0 for every function g, so for a model with Gaussian noise
+    around f_w(x), L_n(w) - L_n(0) = (1/2n) Σ_i ‖f_w(x_i)‖² ≥ 0 (σ = 1). With ``whiten``
+    and a linear first layer, x is also whitened, (1/n) Σ x xᵀ = I, so that for RRR and
+    DLN L_n(w) - L_n(0) = ½‖W_L···W_1‖²_F, the population K(w), exactly.
+    Needs a model whose truth is the zero function (rrr/dln with r = 0, product,
+    normal_crossing, tanh) and data keys ``x`` and ``y``.
+    """
+    if n < 2 or n % 2:
+        raise ValueError(f"`n` must be an even number ≥ 2 for null data, got {n}.")
+    base = model.generate(n // 2, seed=seed)
+    if set(base) != {"x", "y"}:
+        raise ValueError(f"null data needs a regression model with data keys x, y; {model.name!r} has {sorted(base)}.")
+    c_true = model.consts.get("C_true")
+    if c_true is not None and np.any(np.asarray(c_true) != 0):
+        raise ValueError(f"null data needs a model whose truth is zero; {model.name!r} has true rank r > 0.")
+    x = np.concatenate([base["x"], base["x"]])
+    y = np.concatenate([base["y"], -base["y"]])
+    if whiten:
+        x2 = x.reshape(n, -1)
+        chol = np.linalg.cholesky(x2.T @ x2 / n)
+        x = np.linalg.solve(chol, x2.T).T.reshape(x.shape)
+    return {"x": x, "y": y}
+
+
+def rrr_null_target(M: int, N: int, H: int, n_beta: float, gamma: float, grid: int = 1201) -> float | None:
+    """Exact E[λ̂] for reduced-rank regression with r = 0 on whitened null data.
+
+    There L_n(A, B) - L_n(0) = ½‖BA‖²_F. Given A (H×M), each of the N rows of B is Gaussian
+    with precision nβ AAᵀ + γI, so with σ_i² the eigenvalues of AAᵀ
+
+        E[λ̂ | A] = (N/2) Σ_i nβσ_i² / (nβσ_i² + γ),
+        p(A) ∝ exp(-γ‖A‖²/2) Π_i (nβσ_i² + γ)^(-N/2),
+
+    and the p = min(H, M) singular values of a Gaussian H×M matrix have density
+    ∝ Π_{i<j} |σ_i² - σ_j²| Π_i σ_i^{|H-M|} (Edelman 1989). The same holds with the roles
+    of A and B (M ↔ N) exchanged; a side with p ≤ 2 is integrated on a log grid
+    (:func:`rrr_side_integral`). Returns None when γ = 0 (improper) or both sides have p > 2.
+    Checked against NUTS (validation/settings.py) and against the product model's own
+    quadrature target for (M, N, H) = (1, 1, 1) (tests/test_validation_quick.py).
+    """
+    if gamma <= 0:
+        return None
+    sides = [(min(H, M), max(H, M), N), (min(H, N), max(H, N), M)]
+    sides = [side for side in sides if side[0] <= 2]
+    if not sides:
+        return None
+    return rrr_side_integral(*min(sides), n_beta=n_beta, gamma=gamma, grid=grid)
+
+
+def rrr_side_integral(p: int, q: int, out: int, *, n_beta: float, gamma: float, grid: int = 1201) -> float:
+    """E[(out/2) Σ_i nβσ_i²/(nβσ_i² + γ)] over the p ≤ 2 singular values σ_i of a q×p factor.
+
+    The density of the σ_i (log grid x = log σ, dσ = σ dx) is
+    Π_{i<j}|σ_i² - σ_j²| Π_i σ_i^{q-p} exp(-γσ_i²/2) (nβσ_i² + γ)^(-out/2); see :func:`rrr_null_target`.
+    """
+    if p not in (1, 2):
+        raise ValueError(f"`p` must be 1 or 2 singular values, got {p}.")
+    s, g = float(n_beta), float(gamma)
+    lo = 0.5 * math.log(g / s) - 12.0
+    hi = 0.5 * math.log(80.0 / g) + 1.0
+    sig2 = np.exp(2 * np.linspace(lo, hi, grid))
+    log_w = (q - p + 1) * 0.5 * np.log(sig2) - g * sig2 / 2 - 0.5 * out * np.log(s * sig2 + g)
+    f1 = s * sig2 / (s * sig2 + g)
+    if p == 1:
+        w = np.exp(log_w - log_w.max())
+        return float(out / 2 * np.sum(w * f1) / np.sum(w))
+    lw = log_w[:, None] + log_w[None, :] + np.log(np.abs(sig2[:, None] - sig2[None, :]) + 1e-300)
+    w = np.exp(lw - lw.max())
+    return float(out / 2 * np.sum(w * (f1[:, None] + f1[None, :])) / np.sum(w))
+
+
+def build_posterior(case: S.Case) -> GibbsPosterior:
+    """The case's GibbsPosterior (model, data, nβ, γ as in settings.py)."""
+    model = get_model(case.model, **dict(case.model_args))
+    if case.data == "generated":
+        data = model.generate(case.n, seed=case.data_seed)
+    elif case.data == "null":
+        data = null_data(model, case.n, case.data_seed, whiten=case.model in ("rrr", "dln", "product", "normal_crossing"))
+    else:
+        raise ValueError(f"Case {case.label()}: unknown data kind {case.data!r} (use 'generated' or 'null').")
+    return GibbsPosterior(model, data, n_beta=case.n_beta, gamma=case.gamma)
+
+
+def reference_target(case: S.Case, post: GibbsPosterior) -> tuple[float | None, str]:
+    """(E[λ̂], source): the model's target_fn, else the validation's own exact reference."""
+    value = finite_target(post)
+    if value is not None:
+        return value, "target_fn"
+    if case.model == "rrr" and case.data == "null" and int(case.model_args.get("r", 1)) == 0:
+        a = case.model_args
+        value = rrr_null_target(int(a["M"]), int(a["N"]), int(a["H"]), post.n_beta, post.gamma)
+        if value is not None:
+            return value, "singular-value quadrature"
+    return None, ""
+
+
+# ------------------------------------------------------------------------- plan
+def run_settings(case: str, backend: str, sampler: str) -> S.Run:
+    """The documented settings of one row (pyro overrides first)."""
+    if backend == "pyro" and (case, sampler) in S.PYRO_RUNS:
+        return S.PYRO_RUNS[(case, sampler)]
+    try:
+        return S.RUNS[case][sampler]
+    except KeyError:
+        raise ValueError(f"validation/settings.py has no settings for case {case!r}, sampler {sampler!r}.") from None
+
+
+def plan(mode: str, cases=None, backends=None, samplers=None) -> list[tuple[str, str, str]]:
+    """The (case, backend, sampler) rows of ``mode`` ("quick" or "full"), optionally filtered."""
+    if mode not in ("quick", "full"):
+        raise ValueError(f"`mode` must be 'quick' or 'full', got {mode!r}.")
+    table = S.QUICK if mode == "quick" else S.FULL
+    for what, given, valid in (("cases", cases, list(S.CASES)), ("backends", backends, ["numpyro", "pyro"]),
+                               ("samplers", samplers, list(S.SAMPLER_ORDER))):
+        unknown = sorted(set(given or []) - set(valid))
+        if unknown:
+            raise ValueError(f"`{what}` has unknown entries {unknown}; valid: {valid}.")
+    rows = []
+    for case, per_backend in table.items():
+        if cases and case not in cases:
+            continue
+        for backend, names in per_backend.items():
+            if backends and backend not in backends:
+                continue
+            rows += [(case, backend, s) for s in names if not samplers or s in samplers]
+    for case, backend, sampler in rows:  # every row must have settings before anything runs
+        run_settings(case, backend, sampler)
+    return rows
+
+
+def row_seed(seed: int, *parts: str) -> int:
+    """A fixed seed per row: crc32 of the row's name mixed with the run seed."""
+    return int((zlib.crc32("/".join(parts).encode()) + 1_000_003 * int(seed)) % (2**31 - 1))
+
+
+# ---------------------------------------------------------------------- running
+def _check(row: dict[str, Any], check: str) -> tuple[bool, str]:
+    if row.get("error"):
+        return False, "run failed"
+    fails = []
+    if not (np.isfinite(row["rhat"]) and row["rhat"] <= S.R_HAT_MAX):
+        fails.append(f"R-hat {row['rhat']:.3f} > {S.R_HAT_MAX}")
+    if check == "target":
+        z = row.get("z")
+        if z is None or not np.isfinite(z) or abs(z) > S.Z_MAX:
+            fails.append(f"|z| = {abs(z):.1f} > {S.Z_MAX:g}" if z is not None and np.isfinite(z) else "no target")
+    elif check == "lambda15":
+        r = row.get("ratio_lambda")
+        if r is None or not np.isfinite(r) or abs(r - 1) > S.LAMBDA_TOLERANCE:
+            fails.append(f"λ̂/λ = {r:.3f} outside 1 ± {S.LAMBDA_TOLERANCE:g}")
+    return not fails, "; ".join(fails)
+
+
+def run_row(case_name: str, backend: str, sampler: str, seed: int, *, posterior: GibbsPosterior | None = None,
+            target: tuple[float | None, str] | None = None) -> dict[str, Any]:
+    """Sample one (case, backend, sampler) row at its documented settings and judge it."""
+    case = S.CASES[case_name]
+    run = run_settings(case_name, backend, sampler)
+    post = posterior if posterior is not None else build_posterior(case)
+    tgt, source = target if target is not None else reference_target(case, post)
+    model = post.model
+    row: dict[str, Any] = dict(case=case_name, model=case.label(), backend=backend, sampler=sampler,
+                               lambda_exact=model.lam, multiplicity=model.multiplicity, target=tgt,
+                               target_source=source, n_beta=post.n_beta, gamma=post.gamma, settings=run.describe(),
+                               check=case.check, problems="", error="")
+    t0 = time.perf_counter()
+    try:
+        tr = sample(post, backend=backend, sampler=sampler, seed=row_seed(seed, case_name, backend, sampler),
+                    progress_bar=False, keep_params=sampler in SG_SAMPLERS, **run.kwargs())
+    except Exception as exc:  # keep the row, report the failure
+        row.update(wall_s=time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}", passed=False,
+                   failure="run failed")
+        return row
+    wall = time.perf_counter() - t0
+    diag = diagnose(tr)
+    est = diag.estimate
+    row.update(llc=est.llc, mcse=est.mcse, rhat=est.rhat, ess_bulk=est.ess_bulk, ess_tail=est.ess_tail, wall_s=wall,
+               problems=",".join(sorted(diag.codes())))
+    if tgt is not None and est.mcse > 0:
+        row["z"] = (est.llc - tgt) / est.mcse
+    if model.lam:
+        row["ratio_lambda"] = est.llc / model.lam
+    if sampler in SG_SAMPLERS:
+        row["mala_acceptance"] = mala_acceptance(post, tr, num_points=32, seed=seed).mean
+    row["passed"], row["failure"] = _check(row, case.check)
+    return row
+
+
+def run_rows(mode: str = "quick", seed: int = S.SEED, *, cases=None, backends=None, samplers=None,
+             log: Callable[[str], None] | None = print) -> pd.DataFrame:
+    """Run every row of ``mode`` and return the table (one row per case × backend × sampler)."""
+    rows_plan = plan(mode, cases, backends, samplers)
+    posts: dict[str, tuple[GibbsPosterior, tuple[float | None, str]]] = {}
+    rows = []
+    for i, (case, backend, sampler) in enumerate(rows_plan, 1):
+        if case not in posts:
+            post = build_posterior(S.CASES[case])
+            posts[case] = (post, reference_target(S.CASES[case], post))
+        post, tgt = posts[case]
+        row = run_row(case, backend, sampler, seed, posterior=post, target=tgt)
+        rows.append(row)
+        if log:
+            lam = "" if row.get("llc") is None else f"λ̂ = {row['llc']:.4f} ± {row['mcse']:.4f}"
+            status = "ok" if row["passed"] else f"FAIL ({row['failure']})"
+            log(f"[{i}/{len(rows_plan)}] {case} {backend}/{sampler}: {lam} R-hat {row.get('rhat', math.nan):.4f} "
+                f"{row['wall_s']:.1f}s {status} {row['error']}")
+    return pd.DataFrame(rows).reindex(columns=ROW_COLUMNS)
+
+
+def run_curves(mode: str = "quick", seed: int = S.SEED, *, log: Callable[[str], None] | None = print,
+               dense: int = 25) -> pd.DataFrame:
+    """λ̂ against nβ for the curve cases: estimates (kind "estimate") and exact targets ("target")."""
+    rows = []
+    for curve in (S.QUICK_CURVES if mode == "quick" else S.CURVES):
+        case = S.CASES[curve.case]
+        base = build_posterior(case)
+        lam = base.model.lam
+        grid = np.geomspace(min(curve.n_betas) / 2, max(curve.n_betas) * 2, dense)
+        for nb in grid:
+            value, source = reference_target(case, base.with_(n_beta=float(nb)))
+            if value is not None:
+                rows.append(dict(case=curve.case, model=case.label(), kind="target", n_beta=nb, value=value,
+                                 mcse=math.nan, lambda_exact=lam, source=source))
+        for nb in curve.n_betas:
+            post = base.with_(n_beta=float(nb))
+            t0 = time.perf_counter()
+            tr = sample(post, backend=curve.backend, sampler=curve.sampler, keep_params=False, progress_bar=False,
+                        seed=row_seed(seed, "curve", curve.case, str(nb)), **curve.run.kwargs())
+            est = diagnose(tr).estimate
+            rows.append(dict(case=curve.case, model=case.label(), kind="estimate", n_beta=nb, value=est.llc,
+                             mcse=est.mcse, rhat=est.rhat, lambda_exact=lam, source=f"{curve.backend}/{curve.sampler}",
+                             wall_s=time.perf_counter() - t0))
+            if log:
+                log(f"curve {curve.case} nβ={nb:g}: λ̂ = {est.llc:.4f} ± {est.mcse:.4f} R-hat {est.rhat:.4f} "
+                    f"({time.perf_counter() - t0:.1f}s)")
+    return pd.DataFrame(rows)
+
+
+def check_rows(table: pd.DataFrame) -> list[str]:
+    """One message per row that fails its check (empty when every row passes)."""
+    bad = table[~table["passed"].astype(bool)]
+    return [f"{r.case} {r.backend}/{r.sampler}: {r.failure} {r.error}".strip() for r in bad.itertuples()]
+
+
+# ----------------------------------------------------------------------- report
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    return format(v, spec)
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(table: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path, *, mode: str, seed: int,
+                 wall_s: float) -> Path:
+    """Write ``report.md`` and the figures (``figures/*.png``) into ``out_dir``."""
+    from pplpatterning.plots import plot_nbeta_curves, plot_target_ratios
+
+    out = Path(out_dir)
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    fig_ratio = plot_target_ratios(table, figs / "ratios.png",
+                                   title=f"λ̂ ± 2 MCSE per row; solid = exact finite-nβ target, dashed = λ ({mode} run, seed {seed})")
+    fig_curves = plot_nbeta_curves(curves, figs / "nbeta_curves.png") if len(curves) else None
+
+    now = datetime.now(timezone.utc)
+    n_fail = int((~table["passed"].astype(bool)).sum())
+    lines = [
+        f"# pplpatterning validation report ({mode})",
+        "",
+        f"- Date: {now:%Y-%m-%d %H:%M} UTC; seed {seed}; wall time {wall_s / 60:.1f} min on "
+        f"{platform.machine()} ({_cpu_count()} cores), Python {platform.python_version()}.",
+        f"- Rows: {len(table)}; failing their check: {n_fail}.",
+        f"- Reproduce: `.venv/bin/python validation/run_validation.py {'--quick ' if mode == 'quick' else ''}"
+        f"--seed {seed}` (settings: validation/settings.py).",
+        "",
+        "Checks (validation/settings.py): **target** = |λ̂ - E[λ̂]| ≤ 4 MCSE against the exact finite-nβ target; "
+        f"**lambda15** = |λ̂/λ - 1| ≤ {S.LAMBDA_TOLERANCE:g}; **report** = no assertion. Every row must also have "
+        f"R-hat ≤ {S.R_HAT_MAX}. z = (λ̂ - target)/MCSE. MALA acc. = acceptance of the SG sampler's ε at its draws "
+        "(pplpatterning.calibrate).",
+        "",
+        "## Cases",
+        "",
+    ]
+    case_rows = []
+    for name in dict.fromkeys(table["case"]):
+        c = S.CASES[name]
+        sub = table[table["case"] == name].iloc[0]
+        case_rows.append([name, c.label(), f"{c.n}", _fmt(sub["n_beta"], ".4g"), f"{c.gamma:g}", c.data, c.check,
+                          c.why])
+    lines.append(_markdown_table(["case", "model", "n", "nβ", "γ", "data", "check", "why"], case_rows))
+    lines += ["", "## Results", "", f"![λ̂ per row](figures/{fig_ratio.name})", ""]
+    res_rows = []
+    for r in table.itertuples():
+        lam = _fmt(r.lambda_exact, ".4g") + ("" if pd.isna(r.multiplicity) else f" (m={int(r.multiplicity)})")
+        tgt = _fmt(r.target) + (" †" if r.target_source and r.target_source != "target_fn" else "")
+        est = "error" if r.error else f"{r.llc:.4f} ± {r.mcse:.4f}"
+        status = "✓" if r.passed else f"✗ {r.failure}"
+        res_rows.append([r.case, r.backend, r.sampler, lam, tgt, est, _fmt(r.z, "+.2f"), _fmt(r.ratio_lambda, ".3f"),
+                         _fmt(r.rhat), _fmt(r.ess_bulk, ".0f"), _fmt(r.mala_acceptance, ".3f"), _fmt(r.wall_s, ".1f"),
+                         r.check, status, r.settings])
+    lines.append(_markdown_table(
+        ["case", "backend", "sampler", "λ", "target", "λ̂ ± MCSE", "z", "λ̂/λ", "R-hat", "ESS", "MALA acc.",
+         "time (s)", "check", "status", "settings"], res_rows))
+    if (table["target_source"].fillna("") == "singular-value quadrature").any():
+        lines += ["", "† exact E[λ̂] by singular-value quadrature (run_validation.rrr_null_target), "
+                      "not a model target_fn."]
+    errors = table[table["error"].fillna("") != ""]
+    if len(errors):
+        lines += ["", "### Errors", ""] + [f"- {r.case} {r.backend}/{r.sampler}: {r.error}" for r in errors.itertuples()]
+    if fig_curves is not None:
+        lines += ["", "## λ̂ against nβ", "",
+                  "Exact finite-nβ target curves (lines), estimates ± 2 MCSE (points) and the exact λ (dashed). "
+                  "Null data (validation/settings.py) remove the data term, so the curves show the approach to λ "
+                  "itself: fast for m = 1, ~(m-1)/log nβ for m = 2.", "", f"![λ̂ against nβ](figures/{fig_curves.name})",
+                  ""]
+        est = curves[curves["kind"] == "estimate"]
+        lines.append(_markdown_table(
+            ["case", "nβ", "λ̂ ± MCSE", "R-hat", "sampler"],
+            [[r.case, _fmt(r.n_beta, "g"), f"{r.value:.4f} ± {r.mcse:.4f}", _fmt(r.rhat), r.source]
+             for r in est.itertuples()]))
+    lines += ["", "## Settings", "", "```", (HERE / "settings.py").read_text().split('"""')[1].strip(), "```", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def run_validation(mode: str = "quick", seed: int = S.SEED, out_dir: str | Path | None = None, *, cases=None,
+                   backends=None, samplers=None, curves: bool = True, log: Callable[[str], None] | None = print):
+    """Run the rows (and curves), write the report; returns (table, curves, report path or None)."""
+    t0 = time.perf_counter()
+    table = run_rows(mode, seed, cases=cases, backends=backends, samplers=samplers, log=log)
+    curve_table = run_curves(mode, seed, log=log) if curves else pd.DataFrame()
+    path = None
+    if out_dir is not None:
+        path = write_report(table, curve_table, out_dir, mode=mode, seed=seed, wall_s=time.perf_counter() - t0)
+    return table, curve_table, path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_validation", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="the CI subset (< 5 minutes)")
+    p.add_argument("--seed", type=int, default=S.SEED, help=f"run seed (default {S.SEED})")
+    p.add_argument("--out", default=None,
+                   help="directory for report.md and figures/ (default: validation/ for the full run, "
+                        "validation/out/quick/ for --quick, so a quick run never overwrites the full report)")
+    p.add_argument("--cases", nargs="+", choices=list(S.CASES), help="only these cases")
+    p.add_argument("--backends", nargs="+", choices=["numpyro", "pyro"], help="only these backends")
+    p.add_argument("--samplers", nargs="+", choices=list(S.SAMPLER_ORDER), help="only these samplers")
+    p.add_argument("--no-curves", action="store_true", help="skip the λ̂-against-nβ curves")
+    p.add_argument("--check", action="store_true", help="exit with status 1 if any row fails its check")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    mode = "quick" if a.quick else "full"
+    plan(mode, a.cases, a.backends, a.samplers)  # argument errors before any sampling
+    out = a.out if a.out is not None else (HERE / "out" / "quick" if a.quick else HERE)
+    table, _, path = run_validation(mode, a.seed, out, cases=a.cases, backends=a.backends, samplers=a.samplers,
+                                    curves=not a.no_curves)
+    failures = check_rows(table)
+    print(f"report: {path}")
+    for f in failures:
+        print(f"FAIL {f}")
+    return 1 if (a.check and failures) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
