@@ -14,7 +14,6 @@ values, and additionally 5 % where the design makes the relative error small (st
 entry). Seeds are fixed.
 """
 
-import importlib
 
 import numpy as np
 import pytest
@@ -28,18 +27,9 @@ from pplpatterning.observables import component_loss, full_loss, param
 pytestmark = pytest.mark.slow
 
 
-def _backend_has_sample(name: str) -> bool:
-    try:
-        return hasattr(importlib.import_module(f"pplpatterning.backends.{name}"), "sample")
-    except ImportError:
-        return False
-
-
-# Pyro: skipped only while its backend has no `sample` (it is being written).
 BACKENDS = [
     pytest.param("numpyro", id="numpyro"),
-    pytest.param("pyro", id="pyro", marks=pytest.mark.skipif(not _backend_has_sample("pyro"),
-                                                             reason="pplpatterning.backends.pyro has no sample yet")),
+    pytest.param("pyro", id="pyro"),
 ]
 # NUTS on NumPyro; MALA (vectorised chains) on Pyro, thinned to a similar ESS per draw.
 RUNS = {
