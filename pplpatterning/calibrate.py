@@ -33,19 +33,26 @@ arXiv 2308.12108, App. on hyperparameter selection; devinterp's MALA-acceptance 
      so :func:`mala_acceptance` of a MALA chain estimates that chain's own mean
      ``accept_prob``.
 
-2. **Stationarity** of the loss trace: :func:`~pplpatterning.diagnose` must not report
-   ``loss_not_settled`` (early and late means of each chain within 4 standard errors).
-3. **Sign and finiteness**: λ̂ > 0 and no NaN / infinite loss (``nan_loss``), no early stop.
+2. **Health**, judged by :func:`~pplpatterning.diagnose` — the same findings as everywhere
+   else: any error or warning rejects the row (``incomplete``, ``nan_loss``,
+   ``stuck_chain``, ``nan_diagnostic``, ``rhat`` > 1.01, ``low_ess`` < 100 per chain,
+   ``loss_not_settled``, ``negative_llc``, ...). Where the model knows the exact finite-nβ
+   target E[λ̂] (:func:`~pplpatterning.comparison.finite_target`), the row is judged against
+   it as well: ``off_target`` when |z| = |λ̂ - target|/MCSE > 3. A negative λ̂ is then judged
+   by z alone when the target itself is ≤ 0 (a centre that is not the empirical minimiser
+   can have a negative exact E[λ̂]).
 
 **Recommendation rule.** For each (nβ, γ) the recommended ε is the *largest* ε of the grid
-with ᾱ ≥ ``threshold`` (default 0.9), a settled loss trace, λ̂ > 0 and no NaN. The largest
-such ε mixes fastest among the accurate ones; a recommendation at the top of the grid is
-flagged (extend the grid upward), and a group where no ε passes gets none, with the reasons.
+with ᾱ ≥ ``threshold`` (default 0.9) and no error or warning from diagnose() (so also on
+target, where a target is known). The largest such ε mixes fastest among the accurate ones;
+a recommendation at the top of the grid is flagged (extend the grid upward), and a group
+where no ε passes gets none, with the reasons.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,7 +62,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
+from tqdm import tqdm
 
+from .comparison import finite_target
 from .convergence import series_mcse
 from .diagnostics import diagnose
 from .posterior import GibbsPosterior
@@ -70,11 +79,13 @@ __all__ = ["calibrate", "Calibration", "mala_acceptance", "AcceptanceEstimate", 
 DEFAULT_STEP_SIZES = tuple(float(v) for v in np.logspace(-6, -2, 9))
 #: Default MALA-acceptance threshold for SG samplers.
 DEFAULT_THRESHOLD = 0.9
-#: Why a row can be rejected.
-REASON_CODES = ("error", "nan", "nonpositive_llc", "loss_not_settled", "low_acceptance")
+#: Why a row can be rejected: "error" (the run raised), "low_acceptance" (MALA acceptance below the
+#: threshold), or any error/warning code of diagnose() (pplpatterning.diagnostics).
+REASON_CODES = ("error", "low_acceptance", "incomplete", "nan_loss", "stuck_chain", "nan_diagnostic", "off_target",
+                "negative_llc", "rhat", "low_ess", "low_ess_tail", "divergences", "loss_not_settled")
 
-TABLE_COLUMNS = ["n_beta", "gamma", "step_size", "llc", "mcse", "rhat", "ess_bulk", "acceptance", "acceptance_se",
-                 "settled", "ok", "reasons", "message", "target", "wall_s"]
+TABLE_COLUMNS = ["n_beta", "gamma", "step_size", "llc", "mcse", "z", "rhat", "ess_bulk", "acceptance",
+                 "acceptance_se", "settled", "ok", "reasons", "message", "target", "wall_s"]
 
 
 # ---------------------------------------------------------------- MALA acceptance
@@ -121,22 +132,11 @@ def _unflatten(post: GibbsPosterior, z: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _energy_evaluator(post: GibbsPosterior, backend: str):
-    """f(Z: (k, d)) -> (U (k,), ∇U (k, d)) from the backend's potential.
-
-    Uses the backend's ``potential_and_grad_batch(post, params)`` (params with a leading
-    batch axis) when it has one, else loops over ``potential_and_grad(post, params)``.
-    """
+    """f(Z: (k, d)) -> (U (k,), ∇U (k, d)) from the backend's ``potential_and_grad(post, params)``,
+    one point at a time (NaN where a point is not finite)."""
     module = get_backend(backend)
-    batch_fn = getattr(module, "potential_and_grad_batch", None)
-
-    def flat_grad(grad: Mapping[str, Any], lead: tuple[int, ...]) -> np.ndarray:
-        return np.concatenate([np.asarray(grad[k], np.float64).reshape(lead + (-1,)) for k in post.sampled], -1)
 
     def evaluate(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if batch_fn is not None:
-            params = {k: np.stack([_unflatten(post, z)[k] for z in Z]) for k in post.sampled}
-            U, grad = batch_fn(post, params)
-            return np.asarray(U, np.float64).reshape(-1), flat_grad(grad, (Z.shape[0],))
         U = np.empty(Z.shape[0])
         G = np.empty_like(Z)
         for i, z in enumerate(Z):
@@ -144,7 +144,8 @@ def _energy_evaluator(post: GibbsPosterior, backend: str):
                 U[i], G[i] = np.nan, np.nan
                 continue
             u, g = module.potential_and_grad(post, _unflatten(post, z))
-            U[i], G[i] = u, flat_grad(g, ())
+            U[i] = u
+            G[i] = np.concatenate([np.asarray(g[k], np.float64).reshape(-1) for k in post.sampled])
         return U, G
 
     return evaluate
@@ -262,6 +263,14 @@ def _log_q_rows(b: np.ndarray, a: np.ndarray, grad_a: np.ndarray, var: np.ndarra
 
 
 # -------------------------------------------------------------------- calibration
+def _target_or_none(post: GibbsPosterior) -> float | None:
+    """The exact finite-nβ target, or None when unknown or when computing it fails."""
+    try:
+        return finite_target(post)
+    except Exception:  # an unknown target does not stop a calibration
+        return None
+
+
 @dataclass(frozen=True)
 class Calibration:
     """The result of :func:`calibrate`.
@@ -319,22 +328,50 @@ def _positive_grid(values: Any, what: str, allow_zero: bool = False) -> list[flo
     return sorted(out)
 
 
-def _judge(est, diag, acc: AcceptanceEstimate | None, threshold: float, incomplete: str) -> tuple[list[str], list[str]]:
+def _judge(diag, acc: AcceptanceEstimate | None, threshold: float) -> tuple[list[str], list[str]]:
+    """(codes, messages) rejecting a row: diagnose()'s errors and warnings, then the MALA acceptance."""
     codes, msgs = [], []
-    if incomplete or "nan_loss" in diag.codes() or not np.isfinite(est.llc):
-        codes.append("nan")
-        msgs.append("NaN or infinite loss" + (f" ({incomplete})" if incomplete else ""))
-    if np.isfinite(est.llc) and est.llc <= 0:
-        codes.append("nonpositive_llc")
-        msgs.append(f"λ̂ = {est.llc:.3g} ≤ 0")
-    if "loss_not_settled" in diag.codes():
-        codes.append("loss_not_settled")
-        msgs.append("loss trace not settled")
+    for f in diag.findings:
+        if f.severity in ("error", "warning") and f.code not in codes:
+            codes.append(f.code)
+            msgs.append(f.headline)
     if acc is None or not np.isfinite(acc.mean) or acc.mean < threshold:
-        codes.append("low_acceptance")
-        value = "NaN" if acc is None or not np.isfinite(acc.mean) else f"{acc.mean:.3f}"
+        if "low_acceptance" not in codes:
+            codes.append("low_acceptance")
+        value = "not computed" if acc is None else ("NaN" if not np.isfinite(acc.mean) else f"{acc.mean:.3f}")
         msgs.append(f"MALA acceptance {value} < {threshold:g}")
     return codes, msgs
+
+
+def _run_one(post: GibbsPosterior, eps: float, target: float | None, *, backend: str, sampler: str,
+             threshold: float, acceptance_points: int, seed: int, sample_kw: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of the sweep: sample at ε, diagnose against the target, MALA acceptance, verdict."""
+    row: dict[str, Any] = dict(n_beta=post.n_beta, gamma=post.gamma, step_size=eps, target=target)
+    t0 = time.perf_counter()
+    try:
+        tr = sample(post, backend=backend, sampler=sampler, step_size=eps, seed=seed, progress_bar=False,
+                    **sample_kw)
+    except Exception as exc:  # keep the row and say why
+        row.update(wall_s=time.perf_counter() - t0, settled=False, ok=False, reasons="error",
+                   message=f"run failed: {type(exc).__name__}: {exc}")
+        return row
+    diag = diagnose(tr, target=target)
+    est = diag.estimate
+    acc, acc_error = None, ""
+    if not diag.incomplete:
+        try:
+            acc = mala_acceptance(post, tr, backend=backend, num_points=acceptance_points, seed=seed)
+        except Exception as exc:  # the row is rejected and says why; the sweep goes on
+            acc_error = f"MALA acceptance failed: {type(exc).__name__}: {exc}"
+    codes, msgs = _judge(diag, acc, threshold)
+    if acc_error:
+        msgs.append(acc_error)
+    unsettled = {"loss_not_settled", "nan_loss", "incomplete", "stuck_chain"}
+    row.update(llc=est.llc, mcse=est.mcse, z=diag.z, rhat=est.rhat, ess_bulk=est.ess_bulk,
+               acceptance=None if acc is None else acc.mean, acceptance_se=None if acc is None else acc.se,
+               settled=not unsettled & set(codes), ok=not codes, reasons=",".join(codes),
+               message="; ".join(msgs) if msgs else "passes", wall_s=time.perf_counter() - t0)
+    return row
 
 
 def calibrate(
@@ -353,16 +390,18 @@ def calibrate(
     thinning: int = 1,
     seed: int = 0,
     acceptance_points: int = 64,
-    progress_bar: bool = False,
+    progress_bar: bool = True,
     **options: Any,
 ) -> Calibration:
     """Sweep the step size ε of an SG sampler (and nβ, γ on request) and recommend one.
 
     Every combination of ``step_sizes`` × ``n_betas`` × ``gammas`` is one run of
     ``sample(posterior.with_(n_beta=…, gamma=…), sampler=sampler, step_size=ε, …)``, judged
-    by MALA acceptance, loss-trace stationarity, the sign of λ̂ and NaN (module docstring);
-    the recommendation is the largest passing ε per (nβ, γ). All arguments are checked
-    before the first run. ``options`` are the sampler's own options (e.g. ``diffusion``).
+    by MALA acceptance and diagnose() against the exact target where known (module
+    docstring); the recommendation is the largest passing ε per (nβ, γ). All arguments are
+    checked before the first run. ``options`` are the sampler's own options (e.g.
+    ``diffusion``). ``progress_bar`` shows a tqdm bar over the sweep on stderr (one step
+    per run); ``False`` hides it.
 
     Returns a :class:`Calibration` (``.table``, ``.recommended``, ``.step_size``, ``.plot``).
     """
@@ -382,6 +421,8 @@ def calibrate(
         raise ValueError(f"`threshold` must be a number in (0, 1), got {threshold!r}.")
     if isinstance(acceptance_points, bool) or not isinstance(acceptance_points, int) or acceptance_points < 2:
         raise ValueError(f"`acceptance_points` must be an integer ≥ 2, got {acceptance_points!r}.")
+    if not isinstance(progress_bar, bool):
+        raise TypeError(f"`progress_bar` must be True or False, got {progress_bar!r}.")
     if isinstance(num_draws, int) and not isinstance(num_draws, bool) and num_draws < 50:
         raise ValueError(f"`num_draws` must be ≥ 50 so that loss-trace stationarity can be judged, got {num_draws!r}.")
     # Validates chains, draws, burn-in, batch size, thinning, seed and the options, once per ε.
@@ -392,39 +433,19 @@ def calibrate(
     posts = {(nb, g): posterior.with_(n_beta=nb, gamma=g) for nb in nbs for g in gms}
     get_backend(backend)
 
-    from .comparison import finite_target
-
+    targets = {key: _target_or_none(post) for key, post in posts.items()}
+    sample_kw = dict(num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size,
+                     thinning=thinning, **options)
     rows = []
-    for (nb, g), post in posts.items():
-        try:
-            target = finite_target(post)
-        except Exception:  # an unknown target does not stop a calibration
-            target = None
-        for eps in steps:
-            row: dict[str, Any] = dict(n_beta=nb, gamma=g, step_size=eps, target=target)
-            t0 = time.perf_counter()
-            try:
-                tr = sample(post, backend=backend, sampler=sampler, num_chains=num_chains, num_draws=num_draws,
-                            num_burnin=num_burnin, step_size=eps, batch_size=batch_size, thinning=thinning,
-                            seed=seed, progress_bar=progress_bar, **options)
-            except Exception as exc:  # keep the row and say why
-                row.update(wall_s=time.perf_counter() - t0, settled=False, ok=False, reasons="error",
-                           message=f"run failed: {type(exc).__name__}: {exc}")
-                rows.append(row)
-                continue
-            diag = diagnose(tr)
-            est = diag.estimate
-            incomplete = str(trace_attr(tr, "incomplete_reason", "")) if int(trace_attr(tr, "incomplete", 0)) else ""
-            acc = None
-            if not incomplete:
-                acc = mala_acceptance(post, tr, backend=backend, num_points=acceptance_points, seed=seed)
-            codes, msgs = _judge(est, diag, acc, float(threshold), incomplete)
-            row.update(llc=est.llc, mcse=est.mcse, rhat=est.rhat, ess_bulk=est.ess_bulk,
-                       acceptance=None if acc is None else acc.mean, acceptance_se=None if acc is None else acc.se,
-                       settled="loss_not_settled" not in diag.codes() and "nan" not in codes, ok=not codes,
-                       reasons=",".join(codes), message="; ".join(msgs) if msgs else "passes",
-                       wall_s=time.perf_counter() - t0)
-            rows.append(row)
+    with tqdm(total=len(posts) * len(steps), desc=f"calibrate {sampler}", unit="run", disable=not progress_bar,
+              file=sys.stderr) as bar:
+        for key, post in posts.items():
+            for eps in steps:
+                bar.set_postfix_str(f"nβ={key[0]:.4g} γ={key[1]:g} ε={eps:.3g}")
+                rows.append(_run_one(post, eps, targets[key], backend=backend, sampler=sampler,
+                                     threshold=float(threshold), acceptance_points=acceptance_points, seed=seed,
+                                     sample_kw=sample_kw))
+                bar.update(1)
     table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
     table["ok"] = table["ok"].astype(bool)
     table["settled"] = table["settled"].astype(bool)
@@ -439,7 +460,9 @@ def calibrate(
                             acceptance=math.nan, reason=f"no step size passed: {why}"))
             continue
         best = passing.loc[passing["step_size"].idxmax()]
-        reason = f"largest ε with MALA acceptance ≥ {threshold:g}, settled loss, λ̂ > 0, no NaN"
+        reason = f"largest ε with MALA acceptance ≥ {threshold:g} and no diagnose() finding"
+        if pd.notna(best["target"]) and pd.notna(best["z"]):
+            reason += f" (z = {best['z']:+.1f} against the exact target {best['target']:.4g})"
         if best["step_size"] == max(steps):
             reason += "; it is the largest ε tried, so extend the grid upward"
         rec.append(dict(n_beta=nb, gamma=g, step_size=float(best["step_size"]), llc=best["llc"], mcse=best["mcse"],

@@ -2,8 +2,11 @@
 
 Each row is one ``sample`` run: λ̂ ± MCSE, the exact λ and the exact finite-nβ target where
 the model knows them, z = (λ̂ - target)/MCSE, R-hat, bulk/tail ESS, ESS per second of wall
-time, the wall time itself and diagnose()'s problem codes. Runs that fail keep their row
-with the error, so one broken sampler does not hide the others.
+time, the wall time itself, whether the run is ``incomplete``, and ``problems``: the codes of
+``diagnose(trace, target=target)``'s error and warning findings, comma separated
+(``off_target`` when |z| > 3, ``incomplete``, ``stuck_chain``, ``rhat``, ...; see
+pplpatterning.diagnostics). Runs that fail keep their row with the error, so one broken
+sampler does not hide the others.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from .posterior import GibbsPosterior
 from .samplers import SamplerSettings
 from .sampling import BACKENDS, get_backend, sample
 
-__all__ = ["compare", "finite_target", "COLUMNS"]
+__all__ = ["compare", "finite_target", "trace_row", "COLUMNS"]
 
 COLUMNS = ["backend", "sampler", "llc", "mcse", "target", "lambda_exact", "z", "rhat", "ess_bulk", "ess_tail",
-           "ess_per_s", "wall_s", "num_chains", "num_draws", "step_size", "problems", "error"]
+           "ess_per_s", "wall_s", "num_chains", "num_draws", "step_size", "incomplete", "problems", "error"]
 
 
 def finite_target(post: GibbsPosterior) -> float | None:
@@ -32,6 +35,32 @@ def finite_target(post: GibbsPosterior) -> float | None:
         return None
     value = fn(post)
     return None if value is None else float(value)
+
+
+def trace_row(trace, target: float | None, wall_s: float) -> dict[str, Any]:
+    """The estimate columns of one row, judged by ``diagnose(trace, target=target)``."""
+    diag = diagnose(trace, target=target)
+    est = diag.estimate
+    return dict(llc=est.llc, mcse=est.mcse, z=diag.z, rhat=est.rhat, ess_bulk=est.ess_bulk, ess_tail=est.ess_tail,
+                ess_per_s=est.ess_bulk / wall_s if wall_s > 0 else float("nan"), wall_s=wall_s,
+                num_draws=est.num_draws_total, incomplete=diag.incomplete,
+                problems=",".join(dict.fromkeys(diag.problem_codes())))
+
+
+def _exclusions(exclude, backends: list[str], samplers: list[str]) -> set[tuple[str, str]]:
+    """``exclude`` entries ("backend.sampler" or (backend, sampler)) as a set of pairs, validated."""
+    if isinstance(exclude, (str, bytes)):
+        exclude = [exclude]
+    pairs = set()
+    for item in exclude or ():
+        pair = tuple(item.split(".", 1)) if isinstance(item, str) else tuple(item)
+        if len(pair) != 2 or pair[0] not in backends or pair[1] not in samplers:
+            raise ValueError(f"`exclude` entry {item!r} must be BACKEND.SAMPLER with a backend of {backends} and a "
+                             f"sampler of {samplers}, e.g. 'pyro.nuts'.")
+        pairs.add(pair)
+    if len(pairs) == len(backends) * len(samplers):
+        raise ValueError("`exclude` leaves no backend × sampler pair to run.")
+    return pairs
 
 
 def compare(
@@ -45,12 +74,14 @@ def compare(
     num_burnin: int = 500,
     seed: int = 0,
     progress_bar: bool = False,
+    exclude: Sequence[str | tuple[str, str]] = (),
 ) -> pd.DataFrame:
     """Run every backend × sampler on ``posterior`` and return one row per run.
 
     ``sampler_options`` maps a sampler name to its keyword arguments (``step_size``,
-    ``batch_size``, ``target_accept``, ...), the same for every backend. All settings are
-    validated before the first run.
+    ``batch_size``, ``target_accept``, ...), the same for every backend. ``exclude`` names
+    pairs to skip, as ``"backend.sampler"`` strings or (backend, sampler) tuples. All
+    settings are validated before the first run.
     """
     if not isinstance(posterior, GibbsPosterior):
         raise TypeError(f"`posterior` must be a GibbsPosterior, got {type(posterior).__name__}.")
@@ -60,6 +91,7 @@ def compare(
     for b in backends:
         if b not in BACKENDS:
             raise ValueError(f"`backends` entry {b!r} is not one of {list(BACKENDS)}.")
+    skip = _exclusions(exclude, backends, samplers)
     opts = {s: dict((sampler_options or {}).get(s, {})) for s in samplers}
     unknown = set(sampler_options or {}) - set(samplers)
     if unknown:
@@ -76,9 +108,11 @@ def compare(
     rows = []
     for b in backends:
         for s in samplers:
+            if (b, s) in skip:
+                continue
             row: dict[str, Any] = dict(backend=b, sampler=s, target=target, lambda_exact=posterior.model.lam,
                                        num_chains=num_chains, num_draws=num_draws,
-                                       step_size=opts[s].get("step_size"), problems="", error="")
+                                       step_size=opts[s].get("step_size"), incomplete=False, problems="", error="")
             t0 = time.perf_counter()
             try:
                 tr = sample(posterior, backend=b, sampler=s, num_chains=num_chains, num_draws=num_draws,
@@ -88,13 +122,7 @@ def compare(
                 row.update(wall_s=time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
                 rows.append(row)
                 continue
-            wall = time.perf_counter() - t0
-            diag = diagnose(tr)
-            est = diag.estimate
-            row.update(llc=est.llc, mcse=est.mcse, rhat=est.rhat, ess_bulk=est.ess_bulk, ess_tail=est.ess_tail,
-                       ess_per_s=est.ess_bulk / wall, wall_s=wall, problems=",".join(sorted(diag.codes())))
-            if target is not None and est.mcse > 0:
-                row["z"] = (est.llc - target) / est.mcse
+            row.update(trace_row(tr, target, time.perf_counter() - t0))
             rows.append(row)
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 

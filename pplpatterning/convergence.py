@@ -76,7 +76,8 @@ def series_stats(values) -> SeriesStats:
     """Mean, MCSE, R-hat, bulk and tail ESS of a (chain, draw) series.
 
     Returns NaN diagnostics (not an exception) when the series is too short or contains
-    NaN, so that a failed run can still be reported.
+    NaN, so that a failed run can still be reported; a constant series has MCSE 0 and NaN
+    R-hat and ESS.
     """
     import arviz_stats as azs
 
@@ -84,7 +85,7 @@ def series_stats(values) -> SeriesStats:
     mean = float(da.mean())
     if not np.all(np.isfinite(da.values)) or da.sizes["draw"] < 4:
         return SeriesStats(mean, math.nan, math.nan, math.nan, math.nan)
-    if float(da.std()) == 0.0:
+    if float(np.ptp(da.values)) == 0.0:  # constant (std() of a constant can round to ~1e-34, not 0)
         return SeriesStats(mean, 0.0, math.nan, math.nan, math.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -31,16 +31,46 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     return path
 
 
+#: Colour of rows with a diagnose() finding (off target, stuck, incomplete, R-hat, ...).
+FINDING_COLOR = "tab:red"
+
+
+def _problems(table: pd.DataFrame) -> list[str]:
+    """Each row's problem codes ("" when healthy), with ``incomplete`` added when flagged."""
+    probs = table["problems"] if "problems" in table else [""] * len(table)
+    incomplete = table["incomplete"] if "incomplete" in table else [False] * len(table)
+    out = []
+    for p, inc in zip(probs, incomplete):
+        codes = [c for c in p.split(",") if c] if isinstance(p, str) else []
+        if inc is True or (isinstance(inc, (int, float, np.bool_)) and not pd.isna(inc) and bool(inc)):
+            if "incomplete" not in codes:
+                codes.insert(0, "incomplete")
+        out.append(",".join(codes))
+    return out
+
+
 def plot_comparison(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
-    """λ̂ ± 2 MCSE per (backend, sampler) row, with the finite-nβ target and the exact λ."""
+    """λ̂ ± 2 MCSE per (backend, sampler) row, with the finite-nβ target and the exact λ.
+
+    Healthy rows are blue (numpyro) or orange (pyro); rows with a diagnose() finding (the
+    ``problems`` column: off_target, stuck_chain, incomplete, rhat, ...) are drawn red with
+    their codes written next to them, and the legend says "finding".
+    """
     ok = table[table["error"].fillna("") == ""]
+    problems = _problems(ok)
     labels = [f"{b} / {s}" for b, s in zip(ok["backend"], ok["sampler"])]
     y = np.arange(len(ok))
-    fig = new_figure((7, 1.2 + 0.45 * max(len(ok), 1)))
+    fig = new_figure((7.5, 1.2 + 0.45 * max(len(ok), 1)))
     ax = fig.subplots()
-    colors = ["tab:blue" if b == "numpyro" else "tab:orange" for b in ok["backend"]]
-    for yi, (m, se, c) in enumerate(zip(ok["llc"], ok["mcse"], colors)):
-        ax.errorbar(m, yi, xerr=2 * se, fmt="o", color=c, capsize=3)
+    flagged = False
+    for yi, (m, se, b, probs) in enumerate(zip(ok["llc"], ok["mcse"], ok["backend"], problems)):
+        c = FINDING_COLOR if probs else ("tab:blue" if b == "numpyro" else "tab:orange")
+        se = float(se) if np.isfinite(float(se)) else 0.0
+        ax.errorbar(m, yi, xerr=2 * se, fmt="s" if probs else "o", color=c, capsize=3,
+                    label="finding (problems column)" if probs and not flagged else None)
+        if probs:
+            flagged = True
+            ax.annotate(probs, (m, yi), xytext=(6, 5), textcoords="offset points", fontsize=7, color=c)
     target = table["target"].dropna()
     if len(target):
         ax.axvline(float(target.iloc[0]), color="k", lw=1.2, label=f"finite-nβ target {float(target.iloc[0]):.4g}")
@@ -48,10 +78,13 @@ def plot_comparison(table: pd.DataFrame, path: str | Path, title: str = "") -> P
     if len(lam):
         ax.axvline(float(lam.iloc[0]), color="gray", ls="--", lw=1, label=f"λ = {float(lam.iloc[0]):.4g}")
     ax.set_yticks(y, labels)
+    for tick, probs in zip(ax.get_yticklabels(), problems):
+        if probs:
+            tick.set_color(FINDING_COLOR)
     ax.invert_yaxis()
     ax.set_xlabel("λ̂ ± 2 MCSE")
     ax.set_title(title)
-    if len(target) or len(lam):
+    if len(target) or len(lam) or flagged:
         ax.legend(loc="best", fontsize=8)
     return save_figure(fig, path)
 
@@ -269,10 +302,14 @@ def plot_linear_response(table: pd.DataFrame, path: str | Path, *, title: str | 
 def plot_target_ratios(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     """Every row of a validation table as λ̂ ± 2 MCSE, one panel per case (validation/run_validation.py).
 
-    Rows are (backend, sampler), numpyro blue and pyro orange; the solid line is the exact
+    Rows are (backend, sampler), numpyro blue and pyro orange; rows with a diagnose()
+    finding (``problems``: off_target for |z| > 3, stuck_chain, incomplete, ...) are red with
+    red tick labels, rows failing their check are crosses. The solid line is the exact
     finite-nβ target (``target``) where known, the dashed line the exact λ; cases checked
     against λ (``check == "lambda15"``) shade λ ± 15 %. Failed runs are left out.
     """
+    from matplotlib.lines import Line2D
+
     ok = table[table["error"].fillna("") == ""]
     cases = list(dict.fromkeys(ok["case"]))
     ncol = min(3, max(len(cases), 1))
@@ -283,9 +320,11 @@ def plot_target_ratios(table: pd.DataFrame, path: str | Path, title: str = "") -
     for ax, case in zip(axes, cases):
         sub = ok[ok["case"] == case]
         y = np.arange(len(sub))
-        for yi, r in zip(y, sub.itertuples()):
-            c = "tab:blue" if r.backend == "numpyro" else "tab:orange"
-            ax.errorbar(r.llc, yi, xerr=2 * r.mcse, fmt="o" if r.passed else "x", color=c, capsize=2, ms=4)
+        probs = _problems(sub)
+        for yi, r, p in zip(y, sub.itertuples(), probs):
+            c = FINDING_COLOR if p else ("tab:blue" if r.backend == "numpyro" else "tab:orange")
+            se = float(r.mcse) if np.isfinite(float(r.mcse)) else 0.0
+            ax.errorbar(r.llc, yi, xerr=2 * se, fmt="o" if r.passed else "x", color=c, capsize=2, ms=4)
         first = sub.iloc[0]
         if pd.notna(first["target"]):
             ax.axvline(float(first["target"]), color="k", lw=1.2)
@@ -296,13 +335,19 @@ def plot_target_ratios(table: pd.DataFrame, path: str | Path, title: str = "") -
                 ax.axvspan(0.85 * lam, 1.15 * lam, color="gray", alpha=0.12, lw=0)
         ax.set_yticks(y, [f"{'np' if b == 'numpyro' else 'pyro'}/{s}" for b, s in zip(sub["backend"], sub["sampler"])],
                       fontsize=7)
+        for tick, p in zip(ax.get_yticklabels(), probs):
+            if p:
+                tick.set_color(FINDING_COLOR)
         ax.invert_yaxis()
         ax.tick_params(axis="x", labelsize=7)
         ax.set_title(f"{first['model']}\nnβ={first['n_beta']:.4g}, γ={first['gamma']:g}", fontsize=8)
     for ax in axes[len(cases):]:
         ax.set_visible(False)
-    fig.suptitle(title or "λ̂ ± 2 MCSE: solid = exact finite-nβ target, dashed = λ (× = failed its check)",
-                 fontsize=9)
+    handles = [Line2D([], [], color=FINDING_COLOR, marker="o", ls="", label="finding (problems column)"),
+               Line2D([], [], color="0.4", marker="x", ls="", label="failed its check")]
+    fig.legend(handles=handles, loc="lower right", fontsize=8)
+    fig.suptitle(title or "λ̂ ± 2 MCSE: solid = exact finite-nβ target, dashed = λ (× = failed its check, "
+                          "red = diagnose() finding)", fontsize=9)
     return save_figure(fig, path)
 
 

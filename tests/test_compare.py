@@ -78,3 +78,53 @@ def test_cli_compare_json_csv_plot(capsys, tmp_path):
     assert (tmp_path / "t.png").exists()
     assert main(["compare", "--model", "regular", "--samplers", "nuts", "--step-size", "sgld=1e-3"]) == 2
     assert "not in --samplers" in capsys.readouterr().err
+
+
+# ------------------------------------------- rows judged by diagnose(trace, target=...)
+def _fake_trace(post, mean, *, incomplete_reason=None, seed=0):
+    """A Trace as the backends build it, whose λ̂ ≈ mean ± 0.2/√2000 (no sampling)."""
+    from pplpatterning.samplers import SamplerSettings
+    from pplpatterning.trace import build_trace, run_attrs
+
+    delta = (mean + 0.2 * np.random.default_rng(seed).normal(size=(4, 500))) / post.n_beta
+    attrs = run_attrs(post, SamplerSettings(num_chains=4, num_draws=500), backend="numpyro", dtype="float64",
+                      packages=(), incomplete_reason=incomplete_reason, sampling_seconds=1.0, evaluation_seconds=0.0)
+    return build_trace(posterior={}, sample_stats={"loss": delta + post.loss_at_centre, "loss_delta": delta},
+                       attrs=attrs)
+
+
+def test_off_target_row_has_off_target_in_problems(post):
+    from pplpatterning.comparison import trace_row
+
+    row = trace_row(_fake_trace(post, 1.2), target=1.0, wall_s=2.0)  # z ≈ 0.2 / 0.0045 ≈ +45
+    assert row["z"] > 3 and row["problems"].split(",")[0] == "off_target" and row["incomplete"] is False
+    good = trace_row(_fake_trace(post, 1.0), target=1.0, wall_s=2.0)
+    assert abs(good["z"]) < 3 and good["problems"] == ""
+    assert trace_row(_fake_trace(post, 1.2), target=None, wall_s=2.0)["z"] is None
+
+
+def test_compare_marks_off_target_and_incomplete_rows_and_excludes_pairs(post, monkeypatch, tmp_path):
+    import pplpatterning.comparison as cmp
+    import pplpatterning.plots as plots
+
+    fakes = {"nuts": _fake_trace(post, 1.0), "mala": _fake_trace(post, 1.2),
+             "sgld": _fake_trace(post, 1.0, incomplete_reason="interrupted (KeyboardInterrupt) at draw 500")}
+    monkeypatch.setattr(cmp, "sample", lambda posterior, **kw: fakes[kw["sampler"]])
+    t = compare(post, backends=["numpyro", "pyro"], samplers=["nuts", "mala", "sgld"],
+                exclude=["pyro.nuts", ("pyro", "mala"), "pyro.sgld"])
+    assert list(t["sampler"]) == ["nuts", "mala", "sgld"] and set(t["backend"]) == {"numpyro"}
+    assert {"z", "incomplete", "problems"} <= set(t.columns)
+    assert t["problems"].tolist()[0] == "" and "off_target" in t["problems"][1] and t["z"][1] > 3
+    assert bool(t["incomplete"][2]) and "incomplete" in t["problems"][2]
+    # The plot draws the flagged rows red, with a "finding" legend entry.
+    figs = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, dpi=120: figs.append(fig) or path)
+    plots.plot_comparison(t, tmp_path / "c.png")
+    ax = figs[0].axes[0]
+    assert any("finding" in text.get_text() for text in ax.get_legend().get_texts())
+    colors = [tick.get_color() for tick in ax.get_yticklabels()]
+    assert colors[0] != plots.FINDING_COLOR and colors[1] == colors[2] == plots.FINDING_COLOR
+    for bad in (["stan.nuts"], ["numpyro"], ["numpyro.nuts", "numpyro.mala", "numpyro.sgld", "pyro.nuts",
+                                              "pyro.mala", "pyro.sgld"]):
+        with pytest.raises(ValueError, match="`exclude`"):
+            compare(post, backends=["numpyro", "pyro"], samplers=["nuts", "mala", "sgld"], exclude=bad)

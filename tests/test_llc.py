@@ -91,3 +91,36 @@ def test_large_loss_offset_does_not_cancel(sampler):
     assert np.all(np.abs(b["sample_stats"]["loss"].values - 1e6) < 10)
     est = llc(b)
     assert abs(est.llc - 0.5) < 4 * est.mcse  # regular 1-d at the LS centre, γ = 0: E[λ̂] = 1/2 exactly
+
+
+def test_diverged_block_is_trimmed_to_the_common_finite_prefix_with_a_warning():
+    rng = np.random.default_rng(4)
+    delta = 0.1 + 0.01 * rng.normal(size=(4, 1000))
+    delta[2, 700:] = np.inf  # chain 2 diverges at draw 700; the others go on
+    delta[0, 850] = np.nan
+    with pytest.warns(RuntimeWarning, match=r"dropped draws 700\.\.999 .*chain 2 has a non-finite loss_delta at draw 700"):
+        est = llc(_synthetic_trace(delta, n_beta=10.0))
+    assert np.isfinite(est.llc) and np.isfinite(est.mcse)
+    assert est.llc == pytest.approx(10.0 * delta[:, :700].mean(), rel=1e-14)
+    assert (est.num_draws_used, est.num_draws_total, est.num_draws) == (700, 1000, 700) and est.trimmed
+    assert est.to_dict()["num_draws_used"] == 700 and est.to_dict()["num_draws_total"] == 1000
+    assert "4×700 draws of 1000" in str(est)
+
+
+def test_no_finite_draw_gives_nan_and_a_warning():
+    delta = np.full((2, 50), 0.1)
+    delta[1, 0] = np.inf
+    with pytest.warns(RuntimeWarning, match="no finite draws"):
+        est = llc(_synthetic_trace(delta))
+    assert math.isnan(est.llc) and math.isnan(est.mcse) and est.num_draws_used == 0
+    assert all(math.isnan(v) for v in est.per_chain)
+
+
+def test_a_finite_trace_is_not_trimmed_and_does_not_warn():
+    import warnings
+
+    rng = np.random.default_rng(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        est = llc(_synthetic_trace(0.1 + 0.01 * rng.normal(size=(2, 100))))
+    assert not est.trimmed and est.num_draws_used == est.num_draws_total == 100 and "of 100" not in str(est)

@@ -87,7 +87,7 @@ def test_quick_report_and_figure(quick):
     assert "Date:" in text and "seed" in text and "## Settings" in text
     for r in table.itertuples():
         assert f"| {r.case} | {r.backend} | {r.sampler} |" in text
-    assert (report.parent / "figures" / "ratios.png").stat().st_size > 10_000
+    assert (report.parent / "figures" / "llc_vs_target.png").stat().st_size > 10_000
 
 
 # ------------------------------------------------------------ the runner's pieces
@@ -178,7 +178,7 @@ def test_checks_and_report_on_a_synthetic_table(runner, tmp_path):
     path = runner.write_report(table, curves, tmp_path, mode="quick", seed=7, wall_s=60.0)
     text = path.read_text()
     assert "seed 7" in text and "failing their check: 2" in text and "✗" in text
-    assert (tmp_path / "figures" / "ratios.png").exists() and (tmp_path / "figures" / "nbeta_curves.png").exists()
+    assert (tmp_path / "figures" / "llc_vs_target.png").exists() and (tmp_path / "figures" / "nbeta_curves.png").exists()
 
 
 def test_cli_validate_rejects_unknown_case(capsys):
@@ -186,3 +186,49 @@ def test_cli_validate_rejects_unknown_case(capsys):
         main(["validate", "--quick", "--cases", "nope"])
     assert info.value.code == 2
     assert "--cases" in capsys.readouterr().err
+
+
+# ------------------------------------------------- findings: diagnose(trace, target=...)
+def _fake_trace(post, mean, incomplete_reason=None):
+    from pplpatterning.samplers import SamplerSettings
+    from pplpatterning.trace import build_trace, run_attrs
+
+    x = np.random.default_rng(0).normal(size=(4, 1000))
+    delta = (mean + 0.2 * (x - x.mean())) / post.n_beta  # λ̂ = mean exactly, MCSE ≈ 0.2/√4000
+    attrs = run_attrs(post, SamplerSettings(num_chains=4, num_draws=1000), backend="numpyro", dtype="float64",
+                      packages=(), incomplete_reason=incomplete_reason, sampling_seconds=1.0, evaluation_seconds=0.0)
+    return build_trace(posterior={}, sample_stats={"loss": delta + post.loss_at_centre, "loss_delta": delta},
+                       attrs=attrs)
+
+
+def test_rows_carry_diagnose_findings_against_their_target(runner, monkeypatch):
+    post = runner.build_posterior(runner.S.CASES["regular"])
+    target = runner.reference_target(runner.S.CASES["regular"], post)
+    fakes = iter([_fake_trace(post, target[0] + 0.0115), _fake_trace(post, target[0]),
+                  _fake_trace(post, target[0], incomplete_reason="interrupted (KeyboardInterrupt)")])
+    monkeypatch.setattr(runner, "sample", lambda *a, **k: next(fakes))
+    # MCSE ≈ 0.2/√4000 ≈ 0.0032: z ≈ +3.6, a finding (|z| > 3) that still passes the 4-MCSE check.
+    off = runner.run_row("regular", "numpyro", "nuts", 0, posterior=post, target=target)
+    assert 3 < off["z"] <= 4 and off["problems"] == "off_target" and off["passed"]
+    on = runner.run_row("regular", "numpyro", "nuts", 0, posterior=post, target=target)
+    assert abs(on["z"]) < 3 and on["problems"] == "" and on["passed"]
+    cut = runner.run_row("regular", "numpyro", "nuts", 0, posterior=post, target=target)
+    assert cut["incomplete"] and "incomplete" in cut["problems"] and not cut["passed"]
+    assert "run incomplete" in cut["failure"] and "KeyboardInterrupt" in cut["notes"]
+
+
+def test_report_and_figure_show_findings(runner, tmp_path, monkeypatch):
+    import pplpatterning.plots as plots
+
+    table = _synthetic_table(runner)
+    table.loc[0, "problems"] = "off_target"  # a passing row with a finding
+    figs = []
+    real_save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, dpi=120: figs.append(fig) or real_save(fig, path))
+    text = runner.write_report(table, pd.DataFrame(), tmp_path, mode="quick", seed=7, wall_s=1.0).read_text()
+    assert "with a diagnose() finding: 1" in text and "⚠ off_target" in text
+    assert "### Rows passing their check with a diagnose() finding" in text and "- regular numpyro/nuts: off_target" in text
+    ax = figs[0].axes[0]  # the regular panel: first row red, second not
+    colors = [t.get_color() for t in ax.get_yticklabels()]
+    assert colors[0] == plots.FINDING_COLOR and colors[1] != plots.FINDING_COLOR
+    assert any("finding" in t.get_text() for t in figs[0].legends[0].get_texts())

@@ -1,16 +1,21 @@
 """Validation: every zoo model × backend × sampler against the exact answers, as a report.
 
-    make validate                                   # full run (≤ 1 hour), validation/report.md
-    .venv/bin/python validation/run_validation.py --quick          # < 5 minutes, what CI runs
-    .venv/bin/pplpatterning validate --quick --cases regular rrr   # the same through the CLI
+    make validate                   # full run (≤ 1 hour): validation/report.md, validation/figures/
+    .venv/bin/python validation/run_validation.py --quick    # < 5 minutes: validation/out/quick/
+                                    # (tests/test_validation_quick.py runs the same rows in-process)
+    .venv/bin/python validation/run_validation.py --cases rrr dln --backends numpyro --check
+    .venv/bin/pplpatterning validate --quick          # the same through the CLI
 
 Each row samples one posterior (validation/settings.py: the model, its data, nβ, γ, and the
 sampler settings, with the reasons for each number) and records λ̂ ± MCSE, R-hat, ESS, wall
 time, the exact λ, the exact finite-nβ target E[λ̂] where known, z = (λ̂ - target)/MCSE,
-the MALA acceptance of the SG samplers' ε (pplpatterning.calibrate) and the check the row
-must pass (settings.py). The report (validation/report.md) states the date, seed and
-settings, and links the figures in validation/figures/: λ̂/target for every row, and λ̂
-against nβ with the exact target curve for a few models.
+the MALA acceptance of the SG samplers' ε (pplpatterning.calibrate), the check the row
+must pass (settings.py), and ``problems``: the error/warning codes of
+``diagnose(trace, target=target)`` (``off_target`` when |z| > 3, ``stuck_chain``,
+``incomplete``, ``rhat``, ...), shown in the report's table and drawn red in its figure.
+An incomplete run fails its check whatever the check. The report (validation/report.md)
+states the date, seed and settings, and links the figures in validation/figures/: λ̂ against
+the target for every row, and λ̂ against nβ with the exact target curve for a few models.
 
 Reproducible from ``--seed``: each row's sampler seed is a fixed function of the seed and
 the row's (case, backend, sampler); the data seeds are part of the settings.
@@ -52,6 +57,7 @@ S = _load_settings()
 
 from pplpatterning import GibbsPosterior, diagnose, sample  # noqa: E402
 from pplpatterning.calibrate import mala_acceptance  # noqa: E402
+from pplpatterning.diagnostics import OFF_TARGET_Z  # noqa: E402
 from pplpatterning.comparison import finite_target  # noqa: E402
 from pplpatterning.models import get_model  # noqa: E402
 from pplpatterning.samplers import SG_SAMPLERS  # noqa: E402
@@ -61,7 +67,7 @@ __all__ = ["null_data", "rrr_null_target", "rrr_side_integral", "build_posterior
 
 ROW_COLUMNS = ["case", "model", "backend", "sampler", "lambda_exact", "multiplicity", "target", "target_source",
                "n_beta", "gamma", "llc", "mcse", "z", "ratio_lambda", "rhat", "ess_bulk", "ess_tail", "mala_acceptance",
-               "wall_s", "settings", "check", "passed", "failure", "problems", "error"]
+               "wall_s", "settings", "check", "passed", "failure", "incomplete", "problems", "notes", "error"]
 
 
 # ------------------------------------------------------------------------- data
@@ -209,6 +215,8 @@ def _check(row: dict[str, Any], check: str) -> tuple[bool, str]:
     if row.get("error"):
         return False, "run failed"
     fails = []
+    if row.get("incomplete"):
+        fails.append("run incomplete")
     if not (np.isfinite(row["rhat"]) and row["rhat"] <= S.R_HAT_MAX):
         fails.append(f"R-hat {row['rhat']:.3f} > {S.R_HAT_MAX}")
     if check == "target":
@@ -233,7 +241,7 @@ def run_row(case_name: str, backend: str, sampler: str, seed: int, *, posterior:
     row: dict[str, Any] = dict(case=case_name, model=case.label(), backend=backend, sampler=sampler,
                                lambda_exact=model.lam, multiplicity=model.multiplicity, target=tgt,
                                target_source=source, n_beta=post.n_beta, gamma=post.gamma, settings=run.describe(),
-                               check=case.check, problems="", error="")
+                               check=case.check, incomplete=False, problems="", notes="", error="")
     t0 = time.perf_counter()
     try:
         tr = sample(post, backend=backend, sampler=sampler, seed=row_seed(seed, case_name, backend, sampler),
@@ -243,16 +251,21 @@ def run_row(case_name: str, backend: str, sampler: str, seed: int, *, posterior:
                    failure="run failed")
         return row
     wall = time.perf_counter() - t0
-    diag = diagnose(tr)
+    diag = diagnose(tr, target=tgt)
     est = diag.estimate
-    row.update(llc=est.llc, mcse=est.mcse, rhat=est.rhat, ess_bulk=est.ess_bulk, ess_tail=est.ess_tail, wall_s=wall,
-               problems=",".join(sorted(diag.codes())))
-    if tgt is not None and est.mcse > 0:
-        row["z"] = (est.llc - tgt) / est.mcse
+    problems = list(dict.fromkeys(diag.problem_codes()))
+    row.update(llc=est.llc, mcse=est.mcse, z=diag.z, rhat=est.rhat, ess_bulk=est.ess_bulk, ess_tail=est.ess_tail,
+               wall_s=wall, incomplete=diag.incomplete,
+               notes=f"incomplete: {diag.incomplete_reason}" if diag.incomplete else "")
     if model.lam:
         row["ratio_lambda"] = est.llc / model.lam
-    if sampler in SG_SAMPLERS:
-        row["mala_acceptance"] = mala_acceptance(post, tr, num_points=32, seed=seed).mean
+    if sampler in SG_SAMPLERS and not diag.incomplete:
+        try:
+            row["mala_acceptance"] = mala_acceptance(post, tr, num_points=32, seed=seed).mean
+        except Exception as exc:  # a diagnostic, not the estimate: record and carry on
+            problems.append("mala_acceptance_failed")
+            row["notes"] = "; ".join(filter(None, [row["notes"], f"MALA acceptance failed: {type(exc).__name__}: {exc}"]))
+    row["problems"] = ",".join(problems)
     row["passed"], row["failure"] = _check(row, case.check)
     return row
 
@@ -297,9 +310,11 @@ def run_curves(mode: str = "quick", seed: int = S.SEED, *, log: Callable[[str], 
             t0 = time.perf_counter()
             tr = sample(post, backend=curve.backend, sampler=curve.sampler, keep_params=False, progress_bar=False,
                         seed=row_seed(seed, "curve", curve.case, str(nb)), **curve.run.kwargs())
-            est = diagnose(tr).estimate
+            diag = diagnose(tr, target=reference_target(case, post)[0])
+            est = diag.estimate
             rows.append(dict(case=curve.case, model=case.label(), kind="estimate", n_beta=nb, value=est.llc,
-                             mcse=est.mcse, rhat=est.rhat, lambda_exact=lam, source=f"{curve.backend}/{curve.sampler}",
+                             mcse=est.mcse, z=diag.z, rhat=est.rhat, lambda_exact=lam,
+                             source=f"{curve.backend}/{curve.sampler}", problems=",".join(diag.problem_codes()),
                              wall_s=time.perf_counter() - t0))
             if log:
                 log(f"curve {curve.case} nβ={nb:g}: λ̂ = {est.llc:.4f} ± {est.mcse:.4f} R-hat {est.rhat:.4f} "
@@ -334,25 +349,28 @@ def write_report(table: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path,
     out = Path(out_dir)
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
-    fig_ratio = plot_target_ratios(table, figs / "ratios.png",
+    fig_ratio = plot_target_ratios(table, figs / "llc_vs_target.png",
                                    title=f"λ̂ ± 2 MCSE per row; solid = exact finite-nβ target, dashed = λ ({mode} run, seed {seed})")
     fig_curves = plot_nbeta_curves(curves, figs / "nbeta_curves.png") if len(curves) else None
 
     now = datetime.now(timezone.utc)
     n_fail = int((~table["passed"].astype(bool)).sum())
+    n_find = int((table["problems"].fillna("") != "").sum())
     lines = [
         f"# pplpatterning validation report ({mode})",
         "",
         f"- Date: {now:%Y-%m-%d %H:%M} UTC; seed {seed}; wall time {wall_s / 60:.1f} min on "
         f"{platform.machine()} ({_cpu_count()} cores), Python {platform.python_version()}.",
-        f"- Rows: {len(table)}; failing their check: {n_fail}.",
+        f"- Rows: {len(table)}; failing their check: {n_fail}; with a diagnose() finding: {n_find}.",
         f"- Reproduce: `.venv/bin/python validation/run_validation.py {'--quick ' if mode == 'quick' else ''}"
         f"--seed {seed}` (settings: validation/settings.py).",
         "",
         "Checks (validation/settings.py): **target** = |λ̂ - E[λ̂]| ≤ 4 MCSE against the exact finite-nβ target; "
         f"**lambda15** = |λ̂/λ - 1| ≤ {S.LAMBDA_TOLERANCE:g}; **report** = no assertion. Every row must also have "
         f"R-hat ≤ {S.R_HAT_MAX}. z = (λ̂ - target)/MCSE. MALA acc. = acceptance of the SG sampler's ε at its draws "
-        "(pplpatterning.calibrate).",
+        "(pplpatterning.calibrate). Findings = diagnose(trace, target=target)'s error and warning codes "
+        f"(off_target: |z| > {OFF_TARGET_Z:g}; see pplpatterning.diagnostics); rows with a finding are red in the "
+        "figure and marked ⚠ in the table.",
         "",
         "## Cases",
         "",
@@ -371,15 +389,31 @@ def write_report(table: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path,
         tgt = _fmt(r.target) + (" †" if r.target_source and r.target_source != "target_fn" else "")
         est = "error" if r.error else f"{r.llc:.4f} ± {r.mcse:.4f}"
         status = "✓" if r.passed else f"✗ {r.failure}"
+        findings = f"⚠ {r.problems}" if isinstance(r.problems, str) and r.problems else ""
         res_rows.append([r.case, r.backend, r.sampler, lam, tgt, est, _fmt(r.z, "+.2f"), _fmt(r.ratio_lambda, ".3f"),
                          _fmt(r.rhat), _fmt(r.ess_bulk, ".0f"), _fmt(r.mala_acceptance, ".3f"), _fmt(r.wall_s, ".1f"),
-                         r.check, status, r.settings])
+                         r.check, status, findings, r.settings])
     lines.append(_markdown_table(
         ["case", "backend", "sampler", "λ", "target", "λ̂ ± MCSE", "z", "λ̂/λ", "R-hat", "ESS", "MALA acc.",
-         "time (s)", "check", "status", "settings"], res_rows))
+         "time (s)", "check", "status", "findings", "settings"], res_rows))
     if (table["target_source"].fillna("") == "singular-value quadrature").any():
         lines += ["", "† exact E[λ̂] by singular-value quadrature (run_validation.rrr_null_target), "
                       "not a model target_fn."]
+    failing = table[~table["passed"].astype(bool)]
+    if len(failing):
+        lines += ["", "### Rows failing their check", ""]
+        lines += [f"- {r.case} {r.backend}/{r.sampler}: {r.failure}" + (f" ({r.problems})" if r.problems else "")
+                  for r in failing.itertuples()]
+    flagged = table[(table["problems"].fillna("") != "") & table["passed"].astype(bool)]
+    if len(flagged):
+        lines += ["", "### Rows passing their check with a diagnose() finding", ""]
+        lines += [f"- {r.case} {r.backend}/{r.sampler}: {r.problems}"
+                  + (f" — {r.notes}" if isinstance(r.notes, str) and r.notes else "") for r in flagged.itertuples()]
+    from pplpatterning.models import MODELS
+
+    missing = sorted(set(MODELS) - {S.CASES[c].model for c in table["case"]})
+    if missing:
+        lines += ["", f"Zoo models without a row in this run: {', '.join(missing)}."]
     errors = table[table["error"].fillna("") != ""]
     if len(errors):
         lines += ["", "### Errors", ""] + [f"- {r.case} {r.backend}/{r.sampler}: {r.error}" for r in errors.itertuples()]
@@ -391,8 +425,10 @@ def write_report(table: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path,
                   ""]
         est = curves[curves["kind"] == "estimate"]
         lines.append(_markdown_table(
-            ["case", "nβ", "λ̂ ± MCSE", "R-hat", "sampler"],
-            [[r.case, _fmt(r.n_beta, "g"), f"{r.value:.4f} ± {r.mcse:.4f}", _fmt(r.rhat), r.source]
+            ["case", "nβ", "λ̂ ± MCSE", "z", "R-hat", "sampler", "findings"],
+            [[r.case, _fmt(r.n_beta, "g"), f"{r.value:.4f} ± {r.mcse:.4f}", _fmt(getattr(r, "z", None), "+.2f"),
+              _fmt(r.rhat), r.source, f"⚠ {r.problems}" if isinstance(getattr(r, "problems", ""), str)
+              and getattr(r, "problems", "") else ""]
              for r in est.itertuples()]))
     lines += ["", "## Settings", "", "```", (HERE / "settings.py").read_text().split('"""')[1].strip(), "```", ""]
     path = out / "report.md"
