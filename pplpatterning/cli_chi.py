@@ -31,7 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from .cli import _add_posterior_args, _add_sampler_args, _build_posterior
+from .cli import (
+    PLOT_FORMATS, TRACE_FORMATS, _add_posterior_args, _add_sampler_args, _build_posterior, _sample_kwargs, _target, add_command,
+    add_strict_arg, exit_code, status_lines, trace_status,
+)
 
 __all__ = ["add_chi_parser", "cmd_chi"]
 
@@ -123,12 +126,14 @@ def _fmt_pm(x: float, se: float) -> str:
 
 
 def cmd_chi(a: argparse.Namespace) -> int:
-    from . import sample, save_trace
+    from .diagnostics import diagnose
     from .observables import validate_observables
     from .probes import Probes
     from .response import principal_directions, response_matrix
     from .samplers import SamplerSettings
+    from .sampling import sample
     from .susceptibility import attribution, susceptibility
+    from .trace import save_trace
 
     post = _build_posterior(a)
     probe_specs = list(a.probe) or [("fresh", {})]
@@ -146,9 +151,6 @@ def cmd_chi(a: argparse.Namespace) -> int:
         if rows < 2 or len(observables) < 2:
             raise ValueError(f"--plot needs at least 2 rows (probes, or --per-sample samples) and 2 observables; "
                              f"got {rows} and {len(observables)}.")
-    for path, suffixes in ((a.save_matrix, (".csv", ".nc")), (a.plot, (".png",))):
-        if path and Path(path).suffix not in suffixes:
-            raise ValueError(f"{path!r}: use a file ending in {' or '.join(suffixes)}.")
     settings = SamplerSettings(sampler=a.sampler, num_chains=a.chains, num_draws=a.draws, num_burnin=a.burnin,
                                step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning,
                                loss_estimate=a.loss_estimate, seed=a.seed, options=dict(a.option))
@@ -156,27 +158,31 @@ def cmd_chi(a: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        trace = sample(post, backend=a.backend, sampler=a.sampler, num_chains=a.chains, num_draws=a.draws,
-                       num_burnin=a.burnin, step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning,
-                       loss_estimate=a.loss_estimate, seed=a.seed, progress_bar=not (a.no_progress or a.json), observables=observables,
-                       probes=probes, **dict(a.option))
+        trace = sample(post, observables=observables, probes=probes, **_sample_kwargs(a))
     except NotImplementedError as exc:
         raise ValueError(str(exc)) from None
     wall = time.perf_counter() - t0
-    chi = susceptibility(trace)
-    att = attribution(trace) if per_sample is not None else None
-    matrix_source = att if att is not None else chi
-
+    saved = str(save_trace(trace, a.save)) if a.save else None  # before anything that could fail
+    diag = diagnose(trace, target=_target(post))
+    code = exit_code(diag, strict=a.strict)
     result: dict[str, Any] = {
         "model": post.model.name, "backend": a.backend, "sampler": a.sampler, "n": post.n,
-        "n_beta": post.n_beta, "gamma": post.gamma, "wall_seconds": wall,
-        "chi": chi.to_dataframe().reset_index().to_dict(orient="records"),
+        "n_beta": post.n_beta, "gamma": post.gamma, "wall_seconds": wall, **trace_status(diag), "exit_code": code,
     }
+    if saved:
+        result["saved_to"] = saved
+    try:
+        chi = susceptibility(trace)
+        att = attribution(trace) if per_sample is not None else None
+    except Exception as exc:
+        if not diag.incomplete:
+            raise
+        return _report_unusable(result, diag, exc, a)  # an incomplete trace may not support χ
+    matrix_source = att if att is not None else chi
+    result["chi"] = chi.to_dataframe().reset_index().to_dict(orient="records")
     every = att is not None and att.sizes["sample"] == post.n  # Σ_z χ_z = 0 holds over the whole training set
     if every:
         result["sum_chi_z"] = {k: float(att["chi"].sel(observable=k).sum()) for k in att.observable.values}
-    if a.save:
-        result["saved_to"] = str(save_trace(trace, a.save))
     if a.save_matrix:
         path = Path(a.save_matrix)
         if path.suffix == ".csv":
@@ -192,7 +198,9 @@ def cmd_chi(a: argparse.Namespace) -> int:
                                                                 "susceptibility directions"))
     if a.json:
         print(json.dumps(result, indent=2, default=float))
-        return 0
+        return code
+    if diag.incomplete:
+        print(status_lines(diag)[0])
     print(f"model {post.model.name} (d={post.sampled_dim}, n={post.n}), nβ={post.n_beta:.4g} "
           f"[{post.n_beta_source}], γ={post.gamma:g}; {a.backend}/{a.sampler} {a.chains}×{a.draws} draws, "
           f"{wall:.1f} s")
@@ -218,12 +226,27 @@ def cmd_chi(a: argparse.Namespace) -> int:
     for key in ("saved_to", "matrix_saved_to", "plot_saved_to"):
         if key in result:
             print(f"{key.replace('_', ' ')}: {result[key]}")
-    return 0
+    print()
+    print("\n".join(status_lines(diag, strict=a.strict)))
+    return code
+
+
+def _report_unusable(result: dict[str, Any], diag, exc: Exception, a: argparse.Namespace) -> int:
+    """An incomplete run whose draws do not support the estimates: say so, exit 3."""
+    result["error"] = f"{type(exc).__name__}: {exc}"
+    if a.json:
+        print(json.dumps(result, indent=2, default=float))
+    else:
+        print("\n".join(status_lines(diag, strict=a.strict)))
+        print(f"no estimates from the incomplete trace: {result['error']}")
+        if "saved_to" in result:
+            print(f"saved to: {result['saved_to']}")
+    return result["exit_code"]
 
 
 def add_chi_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``chi`` on the top-level parser's subparsers."""
-    p = subparsers.add_parser("chi", help="susceptibilities χ of a built-in model, with error bars")
+    p = add_command(subparsers, "chi", help="susceptibilities χ of a built-in model, with error bars")
     _add_posterior_args(p)
     _add_sampler_args(p)
     p.add_argument("--probe", action="append", type=_probe_arg, default=[], metavar="NAME[:KEY=VALUE...]",
@@ -233,14 +256,18 @@ def add_chi_parser(subparsers) -> argparse.ArgumentParser:
                    help="loss | component:NAME[,NAME] | param:NAME[:I[,J]], repeatable "
                         "(default: loss and one component loss per parameter)")
     p.add_argument("--per-sample", metavar="all|I-J|i,j,k", default=None,
-                   help="record per-sample losses of these training samples (per-sample χ_z)")
-    p.add_argument("--held-out", type=int, default=0, metavar="N", help="also record N fresh held-out points")
+                   help="record per-sample losses of these training samples (per-sample χ_z; default: none)")
+    p.add_argument("--held-out", type=int, default=0, metavar="N", help="also record N fresh held-out points (0 = none)")
     p.add_argument("--probe-thinning", type=int, default=1, metavar="K",
                    help="record per-sample losses at every K-th kept draw")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.add_argument("--save", metavar="PATH", help="save the trace (netCDF .nc or .zarr)")
-    p.add_argument("--save-matrix", metavar="PATH", help="save the response matrix (.csv, or .nc with errors)")
+    add_strict_arg(p)
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON (default: a table)")
+    p.add_argument("--save", metavar="PATH", help="save the trace (.nc, or .zarr with zarr installed; default: not saved)")
+    p.add_argument("--save-matrix", metavar="PATH",
+                   help="save the response matrix (.csv, or .nc with errors; default: not saved)")
     p.add_argument("--plot", metavar="PATH.png",
-                   help="plot the first two principal susceptibility directions (per-sample matrix if recorded)")
-    p.set_defaults(func=cmd_chi)
+                   help="plot the first two principal susceptibility directions (per-sample matrix if recorded; "
+                        "default: not drawn)")
+    p.set_defaults(func=cmd_chi, outputs={"save": TRACE_FORMATS, "save_matrix": {".csv": None, ".nc": None},
+                                          "plot": PLOT_FORMATS})
     return p

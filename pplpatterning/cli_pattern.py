@@ -29,7 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from .cli import _add_posterior_args, _add_sampler_args, _build_posterior
+from .cli import (
+    PLOT_FORMATS, _add_posterior_args, _add_sampler_args, _build_posterior, _sample_kwargs, _target, add_command,
+    add_strict_arg, exit_code, runs_status, status_lines,
+)
 
 __all__ = ["add_pattern_parser", "cmd_pattern"]
 
@@ -108,11 +111,12 @@ def _save_weights(path: Path, weights: np.ndarray) -> None:
 
 
 def cmd_pattern(a: argparse.Namespace) -> int:
-    from . import sample
+    from .diagnostics import diagnose
     from .observables import validate_observables
     from .patterning import check_pattern_options, pattern, verify
     from .probes import Probes
     from .samplers import SamplerSettings
+    from .sampling import sample
     from .susceptibility import attribution
 
     post = _build_posterior(a)
@@ -132,9 +136,6 @@ def cmd_pattern(a: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"--target names observables {unknown} that are not among --observable {list(observables)}.")
     check_pattern_options(targets, fraction=a.fraction, max_weight_change=a.max_weight_change, ridge=a.ridge)
-    for path, suffixes in ((a.save_weights, (".npy", ".csv")), (a.plot, (".png",))):
-        if path and Path(path).suffix not in suffixes:
-            raise ValueError(f"{path!r}: use a file ending in {' or '.join(suffixes)}.")
     if a.plot and not a.verify:
         raise ValueError("--plot draws realized against predicted changes; it needs --verify.")
     options = dict(a.option)
@@ -144,37 +145,44 @@ def cmd_pattern(a: argparse.Namespace) -> int:
     probes = Probes(per_sample="all", thinning=a.probe_thinning)
     probes.resolve(post, settings)  # shapes and memory, before compiling
 
-    kw = dict(backend=a.backend, sampler=a.sampler, num_chains=a.chains, num_draws=a.draws, num_burnin=a.burnin,
-              step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning, loss_estimate=a.loss_estimate,
-              progress_bar=not (a.no_progress or a.json), observables=observables, **options)
+    kw = {**_sample_kwargs(a), "observables": observables}
+    seed = kw.pop("seed")
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     try:
-        trace = sample(post, seed=a.seed, probes=probes, **kw)
+        trace = sample(post, seed=seed, probes=probes, **kw)
     except NotImplementedError as exc:
         raise ValueError(str(exc)) from None
     seconds["sample"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    chi = attribution(trace)
-    seconds["chi"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    plan = pattern(chi, targets, fraction=a.fraction, max_weight_change=a.max_weight_change, ridge=a.ridge,
-                   nonnegative=a.nonnegative, n=post.n)
-    seconds["pattern"] = time.perf_counter() - t0
+    diags = {"baseline": diagnose(trace, target=_target(post))}
     result: dict[str, Any] = {"model": post.model.name, "n": post.n, "n_beta": post.n_beta, "gamma": post.gamma,
-                              "backend": a.backend, "sampler": a.sampler, "plan": plan.to_dict()}
+                              "backend": a.backend, "sampler": a.sampler}
+    t0 = time.perf_counter()
+    try:
+        chi = attribution(trace)
+        seconds["chi"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        plan = pattern(chi, targets, fraction=a.fraction, max_weight_change=a.max_weight_change, ridge=a.ridge,
+                       nonnegative=a.nonnegative, n=post.n)
+    except Exception as exc:
+        if not diags["baseline"].incomplete:
+            raise
+        return _report(result, diags, a, error=f"{type(exc).__name__}: {exc}")  # a partial run gave no plan
+    seconds["pattern"] = time.perf_counter() - t0
+    result["plan"] = plan.to_dict()
     check = None
-    if a.verify:
+    if a.verify and not diags["baseline"].incomplete:  # never re-sample on the strength of a partial run
         kw.pop("observables")
         t0 = time.perf_counter()
         check = verify(post, plan, observables=observables, baseline=trace,
-                       seed=a.seed + 1 if a.verify_seed is None else a.verify_seed, **kw)
+                       seed=seed + 1 if a.verify_seed is None else a.verify_seed, **kw)
         seconds["verify"] = time.perf_counter() - t0
         result["verification"] = check.to_dict()
+        diags["verify"] = diagnose(check.trace, target=_target(check.posterior))
     if a.save_weights:
         _save_weights(Path(a.save_weights), plan.weights)
         result["weights_saved_to"] = str(a.save_weights)
-    if a.plot:
+    if a.plot and check is not None:
         from .plots import plot_linear_response
 
         tab = check.table[np.isfinite(check.table["predicted"])].reset_index()
@@ -182,8 +190,7 @@ def cmd_pattern(a: argparse.Namespace) -> int:
         result["plot_saved_to"] = str(plot_linear_response(tab, a.plot, title=f"{post.model.name}: patterning"))
     result["seconds"] = seconds
     if a.json:
-        print(json.dumps(result, indent=2, default=float))
-        return 0
+        return _report(result, diags, a)
     print(f"model {post.model.name} (d={post.sampled_dim}, n={post.n}), nβ={post.n_beta:.4g} [{post.n_beta_source}], "
           f"γ={post.gamma:g}; {a.backend}/{a.sampler} {a.chains}×{a.draws} draws, per-sample losses every "
           f"{a.probe_thinning} draw(s)")
@@ -191,19 +198,39 @@ def cmd_pattern(a: argparse.Namespace) -> int:
     if check is not None:
         print()
         print(check)
+    elif a.verify:
+        print("\nverification skipped: the baseline run is incomplete.")
     print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
     for key in ("weights_saved_to", "plot_saved_to"):
         if key in result:
             print(f"{key.replace('_', ' ')}: {result[key]}")
-    return 0
+    print()
+    return _report(result, diags, a)
+
+
+def _report(result: dict[str, Any], diags: dict[str, Any], a: argparse.Namespace, error: str | None = None) -> int:
+    """Print the --json result, or each run's health; return the exit code (3 incomplete, 4 with --strict)."""
+    code = exit_code(*diags.values(), strict=a.strict)
+    result.update(runs_status(diags), exit_code=code)
+    if error:
+        result["error"] = error
+    if a.json:
+        print(json.dumps(result, indent=2, default=float))
+        return code
+    for name, diag in diags.items():
+        print(f"{name} run:")
+        print("\n".join("  " + line for line in status_lines(diag, strict=a.strict)))
+    if error:
+        print(f"no plan from the incomplete baseline run: {error}")
+    return code
 
 
 def add_pattern_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``pattern`` on the top-level parser's subparsers."""
-    p = subparsers.add_parser("pattern", help="re-weight the data to move observables (patterning), and verify")
+    p = add_command(subparsers, "pattern", help="re-weight the data to move observables (patterning), and verify")
     _add_posterior_args(p)
     p.add_argument("--centre", action="append", type=_centre_arg, default=[], metavar="PARAM=VALUE",
-                   help="override the centre w* (the localizing prior's mean), repeatable (e.g. --centre a=1)")
+                   help="override the centre w* (the localizing prior's mean), repeatable (e.g. --centre a=1; default: the model's centre)")
     _add_sampler_args(p)
     p.add_argument("--observable", action="append", default=[], metavar="[NAME=]SPEC",
                    help="loss | component:NAME[,NAME] | param:NAME[:I[,J]] | model:ATTR | python:MODULE:ATTR, "
@@ -212,7 +239,7 @@ def add_pattern_parser(subparsers) -> argparse.ArgumentParser:
                    help="desired change of E[NAME], repeatable (e.g. --target A=0.1)")
     p.add_argument("--fraction", type=float, default=None, help="aim for this fraction of the target (default 1)")
     p.add_argument("--max-weight-change", type=float, default=None, metavar="C",
-                   help="cap the largest weight change |ρ_j - 1| at C (scales the step)")
+                   help="cap the largest weight change |ρ_j - 1| at C (scales the step; default: no cap)")
     p.add_argument("--ridge", type=float, default=0.0, help="relative ridge (times σ_max(X)²); 0 = minimum norm")
     p.add_argument("--nonnegative", action="store_true",
                    help="bounded solve keeping every weight ≥ 0 (reports the residual it had to accept)")
@@ -220,8 +247,11 @@ def add_pattern_parser(subparsers) -> argparse.ArgumentParser:
                    help="record per-sample losses at every K-th kept draw")
     p.add_argument("--verify", action="store_true", help="re-sample with the new weights; realized vs predicted")
     p.add_argument("--verify-seed", type=int, default=None, help="seed of the re-weighted run (default --seed + 1)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.add_argument("--save-weights", metavar="PATH", help="save the new weights (.npy, or .csv with sample,weight)")
-    p.add_argument("--plot", metavar="PATH.png", help="with --verify: plot realized against predicted changes")
-    p.set_defaults(func=cmd_pattern)
+    add_strict_arg(p)
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON (default: a table)")
+    p.add_argument("--save-weights", metavar="PATH",
+                   help="save the new weights (.npy, or .csv with sample,weight; default: not saved)")
+    p.add_argument("--plot", metavar="PATH.png",
+                   help="with --verify: plot realized against predicted changes (default: not drawn)")
+    p.set_defaults(func=cmd_pattern, outputs={"save_weights": {".npy": None, ".csv": None}, "plot": PLOT_FORMATS})
     return p

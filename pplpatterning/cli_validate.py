@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cli import BACKEND_NAMES, CSV_FORMAT, PLOT_FORMATS, FOLDER, add_command
 from .samplers import SG_SAMPLERS
-from .sampling import BACKENDS
 
 __all__ = ["add_calibrate_parser", "add_validate_parser", "add_parsers", "cmd_calibrate", "cmd_validate",
            "load_validation_runner"]
@@ -53,31 +53,35 @@ def add_calibrate_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``pplpatterning calibrate``."""
     from .cli import _add_posterior_args, _option
 
-    p = subparsers.add_parser(
-        "calibrate", help="sweep an SG sampler's step size and recommend one",
+    p = add_command(
+        subparsers, "calibrate", help="sweep an SG sampler's step size and recommend one",
         description="Sweep the step size ε of an SG sampler (and nβ, γ on request) and recommend the largest ε "
                     "whose MALA acceptance is ≥ --threshold, whose loss trace settles, with λ̂ > 0 and no NaN.")
     _add_posterior_args(p)
-    p.add_argument("--sampler", default="sgld", choices=list(SG_SAMPLERS))
-    p.add_argument("--backend", default="numpyro", choices=BACKENDS)
+    p.add_argument("--sampler", default="sgld", choices=list(SG_SAMPLERS), help="SG sampler to calibrate")
+    p.add_argument("--backend", default="numpyro", choices=BACKEND_NAMES, help="framework that runs the chains")
     p.add_argument("--steps", nargs="+", type=_positive, default=None, metavar="EPS",
                    help="step sizes to try (default: 1e-6 … 1e-2 in half-decades)")
-    p.add_argument("--n-betas", nargs="+", type=_positive, default=None, metavar="NB", help="also sweep nβ")
-    p.add_argument("--gammas", nargs="+", type=_nonnegative, default=None, metavar="G", help="also sweep γ")
-    p.add_argument("--threshold", type=float, default=0.9, help="minimum MALA acceptance (default 0.9)")
-    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--n-betas", nargs="+", type=_positive, default=None, metavar="NB",
+                   help="also sweep nβ (default: only --n-beta)")
+    p.add_argument("--gammas", nargs="+", type=_nonnegative, default=None, metavar="G",
+                   help="also sweep γ (default: only --gamma)")
+    p.add_argument("--threshold", type=float, default=0.9, help="minimum MALA acceptance")
+    p.add_argument("--chains", type=int, default=4, help="number of chains per step size")
     p.add_argument("--draws", type=int, default=500, help="kept draws per chain and step size")
-    p.add_argument("--burnin", type=int, default=500)
+    p.add_argument("--burnin", type=int, default=500, help="burn-in steps per chain")
     p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default min(n, 256))")
-    p.add_argument("--thinning", type=int, default=1)
+    p.add_argument("--thinning", type=int, default=1, help="keep every K-th step")
     p.add_argument("--acceptance-points", type=int, default=64, help="draws at which MALA acceptance is evaluated")
     p.add_argument("--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
-                   help="sampler option, repeatable (e.g. --option diffusion=1.0)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", metavar="PATH", help="write a PNG of λ̂ ± 2 MCSE and acceptance against ε")
-    p.add_argument("--csv", metavar="PATH", help="write the sweep table as CSV")
-    p.add_argument("--json", action="store_true", help="print the sweep and the recommendation as JSON")
-    p.set_defaults(func=cmd_calibrate)
+                   help="sampler option, repeatable (e.g. --option diffusion=1.0; default: the sampler's defaults)")
+    p.add_argument("--seed", type=int, default=0, help="run seed")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG of λ̂ ± 2 MCSE and acceptance against ε "
+                                                  "(default: not drawn)")
+    p.add_argument("--csv", metavar="PATH", help="write the sweep table as CSV (default: not written)")
+    p.add_argument("--json", action="store_true", help="print the sweep and the recommendation as JSON "
+                                                       "(default: a table)")
+    p.set_defaults(func=cmd_calibrate, outputs={"plot": PLOT_FORMATS, "csv": CSV_FORMAT})
     return p
 
 
@@ -100,6 +104,9 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
             "threshold": result.threshold, "lambda_exact": result.lambda_exact,
             "recommended": json.loads(result.recommended.to_json(orient="records")),
             "table": json.loads(result.table.to_json(orient="records")),
+            # the sweep ran to its end; what went wrong in a row is in its `reasons`, their union here
+            "incomplete": False, "incomplete_reason": None,
+            "findings": sorted({c for r in result.table["reasons"].fillna("") for c in str(r).split(",") if c}),
         }
         print(json.dumps(out, indent=2))
         return 0
@@ -141,19 +148,22 @@ def load_validation_runner(root: str | Path | None = None):
 
 def add_validate_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``pplpatterning validate``."""
-    p = subparsers.add_parser("validate", help="run the validation suite (every model × backend × sampler) "
-                                               "and write validation/report.md")
-    p.add_argument("--quick", action="store_true", help="the CI subset (< 5 minutes on 2 cores)")
+    p = add_command(subparsers, "validate", help="run the validation suite (every model × backend × sampler) "
+                                                 "and write validation/report.md")
+    p.add_argument("--quick", action="store_true", help="the CI subset, < 5 minutes on 2 cores (default: the full run)")
     p.add_argument("--seed", type=int, default=None, help="run seed (default: the documented one)")
     p.add_argument("--out", default=None, help="directory for report.md and figures/ "
                                                "(default validation/, or validation/out/quick/ with --quick)")
-    p.add_argument("--cases", nargs="+", default=None, help="only these cases (see validation/settings.py)")
-    p.add_argument("--backends", nargs="+", default=None, choices=BACKENDS)
-    p.add_argument("--samplers", nargs="+", default=None)
-    p.add_argument("--no-curves", action="store_true", help="skip the λ̂-against-nβ curves")
-    p.add_argument("--check", action="store_true", help="exit with status 1 if any row fails its check")
+    p.add_argument("--cases", nargs="+", default=None,
+                   help="only these cases (see validation/settings.py; default: all)")
+    p.add_argument("--backends", nargs="+", default=None, choices=BACKEND_NAMES, help="only these backends "
+                                                                                      "(default: all)")
+    p.add_argument("--samplers", nargs="+", default=None, help="only these samplers (default: all)")
+    p.add_argument("--no-curves", action="store_true", help="skip the λ̂-against-nβ curves (default: drawn)")
+    p.add_argument("--check", action="store_true", help="exit with status 1 if any row fails its check "
+                                                        "(default: exit 0)")
     p.add_argument("--root", default=None, help="repository root holding validation/ (default: this checkout)")
-    p.set_defaults(func=cmd_validate)
+    p.set_defaults(func=cmd_validate, outputs={"out": FOLDER})
     return p
 
 

@@ -5,17 +5,21 @@ import json
 import pytest
 
 from pplpatterning import load_trace
-from pplpatterning.cli import main
+from pplpatterning.cli import EXIT_FINDINGS, EXIT_OK, main
 
 FAST = ["--draws", "300", "--burnin", "200", "--no-progress", "--n", "200"]
 
 
 def test_llc_json_reports_target_and_estimate(capsys, tmp_path):
+    """A healthy run (MALA, 4 × 1000 draws on a regular model): exit 0, no findings, z vs the exact target."""
     path = tmp_path / "t.nc"
     code = main(["llc", "--model", "regular", "--sampler", "mala", "--gamma", "0", "--json", "--save", str(path),
-                 *FAST])
-    assert code == 0
+                 *FAST, "--draws", "1000"])
     out = json.loads(capsys.readouterr().out)
+    assert code == EXIT_OK, out["findings"]
+    assert out["incomplete"] is False and out["incomplete_reason"] is None and out["findings"] == []
+    assert out["exit_code"] == EXIT_OK and out["diagnosis"]["ok"] is True
+    assert out["z"] == pytest.approx((out["llc"] - 1.0) / out["mcse"], rel=1e-9)
     assert out["lambda_exact"] == 1.0 and out["multiplicity"] == 1
     assert out["target_finite_nbeta"] == pytest.approx(1.0, rel=1e-12)
     assert abs(out["llc"] - 1.0) < 4 * out["mcse"]
@@ -24,12 +28,15 @@ def test_llc_json_reports_target_and_estimate(capsys, tmp_path):
 
 
 def test_llc_table(capsys):
-    assert main(["llc", "--model", "powers", "--model-arg", "k=(1, 2)", "--sampler", "nuts", "--gamma", "0",
-                 *FAST]) == 0
+    code = main(["llc", "--model", "powers", "--model-arg", "k=(1, 2)", "--sampler", "nuts", "--gamma", "0", *FAST])
     out = capsys.readouterr().out
-    for label in ("exact λ", "finite-nβ target", "λ̂ ± MCSE", "R-hat", "ESS bulk / tail", "wall time"):
+    for label in ("exact λ", "finite-nβ target", "λ̂ ± MCSE", "z vs target", "R-hat", "ESS bulk / tail", "wall time"):
         assert label in out
     assert "0.75 (m=1)" in out
+    assert "No problems found." not in out
+    # the status line and the exit code agree: healthy ⇔ 0, findings ⇔ 4
+    assert code == (EXIT_OK if "healthy: diagnose() found no problems." in out else EXIT_FINDINGS)
+    assert (code == EXIT_FINDINGS) == ("PROBLEMS FOUND (exit 4)" in out)
 
 
 @pytest.mark.parametrize("argv, message", [
