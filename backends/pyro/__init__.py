@@ -6,19 +6,20 @@
   torch and advance all chains as one vectorised batch (``torch.func.vmap``), with no
   Pyro tracing per step.
 
-Everything runs in float64 (``torch.float64`` tensors; torch's global default dtype is not
-touched). Model losses and observables receive ``xp = array_api_compat.torch``.
+Everything runs in float64 (``torch.float64`` tensors; integer data stay ``torch.int64``;
+torch's global default dtype is not touched). Model losses and observables receive ``xp = array_api_compat.torch``.
 Users' own ``torch.nn.Module`` networks come in through :func:`model_from_module`.
 """
 
 from __future__ import annotations
 
-from .run import KERNELS, evaluate_draws, make_kernel, sample
+from .run import KERNELS, evaluate_at_centre, evaluate_draws, make_kernel, sample
 from .spec import ChainEnergy, TorchPosterior, gibbs_model, model_potential_fn, torch_posterior
 from .user import model_from_module
 
 __all__ = [
-    "sample", "potential_and_grad", "model_from_module", "make_kernel", "evaluate_draws", "KERNELS",
+    "sample", "potential_and_grad", "evaluate_at_centre", "model_from_module", "make_kernel", "evaluate_draws",
+    "KERNELS",
     "torch_posterior", "TorchPosterior", "gibbs_model", "model_potential_fn", "ChainEnergy",
 ]
 

@@ -2,9 +2,9 @@
 
 All chains advance together: one kernel step is one vectorised update of a ``(C, d)``
 float64 tensor (see :class:`~.spec.ChainEnergy`); the Python loop runs over steps only.
-Randomness comes from ONE ``torch.Generator`` seeded from ``settings.seed`` and is drawn a
-block of steps at a time (minibatch indices, Gaussian noise, kernel extras), so the same
-seed reproduces the same trace exactly.
+Randomness comes from ONE ``torch.Generator`` seeded with :func:`torch_seed` of
+``settings.seed`` and is drawn a block of steps at a time (minibatch indices, Gaussian
+noise, kernel extras), so the same seed reproduces the same trace exactly.
 
 Step ``t`` (0-based) is burn-in while ``t < num_burnin``; after it, every ``thinning``-th
 step is kept (post-burn-in steps ``thinning, 2·thinning, ...``, counted from 1 — NumPyro's
@@ -24,11 +24,27 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .spec import DTYPE, ChainEnergy
 
-__all__ = ["Kernel", "ChainRun", "run_chains", "block_size"]
+__all__ = ["Kernel", "ChainRun", "run_chains", "block_size", "torch_seed"]
+
+
+def torch_seed(seed: int | np.random.SeedSequence) -> int:
+    """The seed for a torch generator, derived from ALL bits of ``seed``.
+
+    torch's CPU generator (mt19937) keeps only the low 32 bits of the integer it is seeded
+    with, so seeding it with ``seed`` itself makes s and s + 2**32 give identical draws. The
+    seed is therefore hashed first: the first 64-bit word of
+    ``numpy.random.SeedSequence(seed).generate_state`` (SeedSequence mixes every bit of an
+    arbitrary non-negative integer). Two different seeds then collide only by chance
+    (probability 2**-32), never systematically. A ``SeedSequence`` (e.g. one of
+    ``SeedSequence(seed).spawn(n)``, one per chain) is used as it is.
+    """
+    seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
+    return int(seq.generate_state(1, np.uint64)[0])
 
 
 class Kernel:

@@ -2,8 +2,9 @@
 
 Chains run one after another (with 2 cores Pyro's multi-chain falls back to sequential
 anyway), each from the centre w*, with its own seed derived from ``settings.seed``
-(``numpy.random.SeedSequence(seed).spawn(num_chains)``); the global torch RNG is saved and
-restored around the run (``torch.random.fork_rng``). Step size and a diagonal mass matrix
+(``numpy.random.SeedSequence(seed).spawn(num_chains)``, each child through
+:func:`.chains.torch_seed`); the global torch RNG is saved and restored around the run
+(``torch.random.fork_rng``). Step size and a diagonal mass matrix
 adapt during burn-in toward ``target_accept`` (as the NumPyro backend does). HMC takes a
 fixed number of leapfrog steps (``num_steps``), whatever the adapted step size, with the
 step size jittered after burn-in (``step_jitter``; as the NumPyro backend's HMC).
@@ -24,15 +25,15 @@ from pyro.infer.mcmc.api import MCMC
 
 from pplpatterning.samplers import SamplerSettings
 
-from .chains import ChainRun
+from .chains import ChainRun, torch_seed
 from .spec import DTYPE, TorchPosterior, gibbs_model
 
 __all__ = ["RecordingNUTS", "RecordingHMC", "run_hmc", "chain_seeds"]
 
 
 def chain_seeds(seed: int, num_chains: int) -> list[int]:
-    """Independent per-chain seeds, a deterministic function of ``seed``."""
-    return [int(s.generate_state(1, np.uint32)[0]) for s in np.random.SeedSequence(seed).spawn(num_chains)]
+    """Independent per-chain torch seeds, a deterministic function of all bits of ``seed``."""
+    return [torch_seed(s) for s in np.random.SeedSequence(int(seed)).spawn(num_chains)]
 
 
 class _Recording:

@@ -5,6 +5,13 @@ dims, attrs keys; see backends/numpyro/run.py), with ``backend="pyro"``. A run s
 early (every chain NaN/inf, ``KeyboardInterrupt``, or an error after some draws) returns
 the draws completed so far with attrs ``incomplete=1`` and ``incomplete_reason`` (0 and ""
 for a complete run), and warns; stopped before any kept draw, it raises.
+
+The kept draws are then evaluated (full-batch loss, observables, probes) in blocks of
+draws, all chains at once. If that evaluation raises, the trace is still returned
+(contract C3 of issue 9): every sampled parameter draw is kept in ``posterior`` (even with
+``keep_params=False``), the values of the draws from the failing block on are NaN, attrs
+``incomplete=1`` with ``incomplete_reason`` "evaluation failed at draw K: ExcType: msg"
+(after any earlier stop reason), and a RuntimeWarning says so.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,14 +29,14 @@ from pplpatterning.probes import ProbePlan, dataset_losses, sample_losses
 from pplpatterning.samplers import SamplerSettings
 from pplpatterning.trace import build_trace, run_attrs
 
-from .chains import ChainRun, Kernel, run_chains
+from .chains import ChainRun, Kernel, run_chains, torch_seed
 from .mala import MALA
 from .rmsprop_sgld import RMSPropSGLD
 from .sgld import SGLD
 from .sgnht import SGNHT
-from .spec import DTYPE, ChainEnergy, _as_tensor, TorchPosterior, full_batch_loss, torch_posterior, xp
+from .spec import DTYPE, ChainEnergy, TorchPosterior, _as_data_tensor, full_batch_loss, torch_posterior, xp
 
-__all__ = ["sample", "make_kernel", "evaluate_draws", "KERNELS"]
+__all__ = ["sample", "make_kernel", "evaluate_draws", "evaluate_in_blocks", "evaluate_at_centre", "KERNELS"]
 
 KERNELS = {"mala": MALA, "sgld": SGLD, "rmsprop_sgld": RMSPropSGLD, "sgnht": SGNHT}
 
@@ -105,6 +113,93 @@ def evaluate_per_sample(tp: TorchPosterior, z: torch.Tensor, batch: dict[str, to
     return col.reshape(C, D, rows)
 
 
+def evaluate_at_centre(post: GibbsPosterior, fn) -> np.ndarray:
+    """``fn(params, consts, xp)`` once at the centre w*, as a float64 NumPy array (contract C1).
+
+    ``params`` holds every parameter (sampled and frozen) at the centre as float64 tensors,
+    ``consts`` the model's constants as tensors, ``xp`` array-api-compat's torch. The call
+    goes through the same path as the evaluation of the kept draws after sampling (``vmap``
+    over a batch of one draw, no gradients), so what fails there fails here, before any
+    sampling; nothing is compiled, torch's settings are untouched, exceptions propagate.
+    """
+    tp = torch_posterior(post)
+
+    def one(zi):
+        return (_as_output(fn(tp.full_params(tp.unflatten(zi)), tp.consts, xp)),)
+
+    (out,) = _map_chunks(one, tp.centre_flat()[None], 1)
+    return np.asarray(out[0], dtype=np.float64)
+
+
+@dataclass
+class Evaluation:
+    """The values of the kept draws, ``(C, D, ...)`` each; NaN from draw ``failed_at`` on.
+
+    ``failure`` is "evaluation failed at draw K: ExcType: msg" when the evaluation raised.
+    """
+
+    loss: np.ndarray | None
+    delta: np.ndarray | None
+    observables: dict[str, np.ndarray]
+    dataset_losses: dict[str, np.ndarray]
+    per_sample: np.ndarray | None
+    failed_at: int | None = None
+    failure: str | None = None
+
+
+def _join(parts: list[np.ndarray], C: int, total: int, tail: tuple[int, ...] = ()) -> np.ndarray:
+    """Blocks ``(C, D_b, ...)`` joined along draws; NaN-padded (as float64) to ``total`` draws."""
+    got = np.concatenate(parts, axis=1) if parts else None
+    if got is not None and got.shape[1] == total:
+        return got
+    out = np.full((C, total) + (got.shape[2:] if got is not None else tail), np.nan)
+    if got is not None:
+        out[:, :got.shape[1]] = got
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    msg = str(exc)
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def evaluate_in_blocks(tp: TorchPosterior, z: torch.Tensor, observables: dict, *, with_loss: bool = True,
+                       datasets: dict[str, dict[str, torch.Tensor]] | None = None,
+                       per_sample_batch: dict[str, torch.Tensor] | None = None,
+                       per_sample_draws: np.ndarray | None = None) -> Evaluation:
+    """:func:`evaluate_draws` (and :func:`evaluate_per_sample` at ``per_sample_draws``) over
+    blocks of draws of ``z: (C, D, d)``, all chains at once, never raising: an exception
+    (``KeyboardInterrupt`` included) in the block starting at draw K keeps draws 0..K-1 and
+    leaves the rest NaN (see :class:`Evaluation`)."""
+    C, D, _ = z.shape
+    datasets = datasets or {}
+    rows = tp.n + sum(next(iter(v.values())).shape[0] for v in datasets.values())
+    step = max(1, _chunk_size(rows) // max(C, 1))  # draws per block: ≈ one vmapped chunk
+    thin = np.asarray(per_sample_draws if per_sample_batch is not None else [], dtype=np.int64)
+    ps_rows = next(iter(per_sample_batch.values())).shape[0] if per_sample_batch is not None else 0
+    parts, ps_parts, failed_at, failure = [], [], None, None
+    for a in range(0, D, step):
+        b = min(D, a + step)
+        try:
+            part = evaluate_draws(tp, z[:, a:b], observables, with_loss=with_loss, datasets=datasets)
+            sel = thin[(thin >= a) & (thin < b)]
+            ps = evaluate_per_sample(tp, z[:, sel], per_sample_batch) if sel.size else None
+        except (Exception, KeyboardInterrupt) as exc:  # keep the evaluated prefix, say why
+            failed_at, failure = a, f"evaluation failed at draw {a}: {_describe(exc)}"
+            break
+        parts.append(part)
+        if ps is not None:
+            ps_parts.append(ps)
+    loss = delta = None
+    if with_loss:
+        loss = _join([p[0] for p in parts], C, D)
+        delta = _join([p[1] for p in parts], C, D)
+    obs = {k: _join([p[2][k] for p in parts], C, D) for k in sorted(observables)}
+    means = {k: _join([p[3][k] for p in parts], C, D) for k in sorted(datasets)}
+    per_sample = _join(ps_parts, C, thin.size, (ps_rows,)) if per_sample_batch is not None else None
+    return Evaluation(loss, delta, obs, means, per_sample, failed_at, failure)
+
+
 #: Below this many multiply-adds per step (≈ chains × batch × parameters) one intra-op thread
 #: is faster: torch's thread pool costs more than it saves on small tensors, and on a busy
 #: 2-core machine its spin-waiting made a 2-parameter potential 40× slower (0.4 → 15 ms per
@@ -132,7 +227,7 @@ def _run(tp: TorchPosterior, post: GibbsPosterior, settings: SamplerSettings) ->
         return run_hmc(tp, settings)
     batch = settings.resolved_batch_size(post.n)
     kernel = make_kernel(tp, settings, batch)
-    gen = torch.Generator().manual_seed(int(settings.seed))
+    gen = torch.Generator().manual_seed(torch_seed(settings.seed))
     z0 = tp.centre_flat().expand(settings.num_chains, tp.dim).clone()
     return run_chains(kernel, z0, num_burnin=settings.num_burnin, num_draws=settings.num_draws,
                       thinning=settings.thinning, gen=gen, progress_bar=settings.progress_bar,
@@ -163,25 +258,44 @@ def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict
 
     minibatch = settings.is_stochastic_gradient and settings.loss_estimate == "minibatch"
     with _torch_threads(_chunk_size(tp.n) * tp.n * max(tp.dim, 1)):
-        groups = {}
-        if minibatch:  # probes need the full loss; sample() refuses them with "minibatch"
-            loss, delta = extra["minibatch_loss"], extra["minibatch_loss_delta"]
-            _, _, obs, _ = evaluate_draws(tp, z, observables, with_loss=False) if observables else (0, 0, {}, 0)
-        elif probes is None:
-            loss, delta, obs, _ = evaluate_draws(tp, z, observables)
-        else:
-            as_t = lambda d: {k: _as_tensor(v) for k, v in d.items()}  # noqa: E731
-            loss, delta, obs, means = evaluate_draws(
-                tp, z, observables, datasets={name: as_t(d) for name, d in probes.datasets.items()})
-            per_sample = None
-            if probes.num_per_sample:
-                per_sample = evaluate_per_sample(tp, z[:, probes.thinned_draws(D)], as_t(probes.per_sample_batch))
-            groups = probes.assemble(dataset_losses=means, per_sample=per_sample, num_draws=D)
+        ev = _evaluate(tp, z, observables, probes, minibatch=minibatch)
+    groups = {}
+    if probes is not None:
+        groups = probes.assemble(dataset_losses=ev.dataset_losses, per_sample=ev.per_sample, num_draws=D)
+    loss, delta = (extra["minibatch_loss"], extra["minibatch_loss_delta"]) if minibatch else (ev.loss, ev.delta)
     t_done = time.perf_counter()
 
-    samples = {name: a.numpy() for name, a in tp.unflatten(z).items()} if keep_params else {}
+    reason = run.stop_reason
+    if ev.failure is not None:
+        warnings.warn(f"After sampling, {ev.failure}. The trace keeps all {D} draws' parameters "
+                      f"(even with keep_params=False) and marks the run incomplete; the evaluated values "
+                      f"(loss, observables, probes) are NaN from draw {ev.failed_at} on.",
+                      RuntimeWarning, stacklevel=3)
+        reason = ev.failure if reason is None else f"{reason}; {ev.failure}"
+    keep = keep_params or ev.failure is not None
+    samples = {name: a.numpy() for name, a in tp.unflatten(z).items()} if keep else {}
     stats = {"loss": loss, "loss_delta": delta, **extra}
     attrs = run_attrs(post, settings, backend="pyro", dtype=str(DTYPE).removeprefix("torch."),
-                      packages=("torch", "pyro-ppl"), incomplete_reason=run.stop_reason,
+                      packages=("torch", "pyro-ppl"), incomplete_reason=reason,
                       sampling_seconds=t_sampled - t_start, evaluation_seconds=t_done - t_sampled)
-    return build_trace(posterior=samples, sample_stats=stats, observables=obs, attrs=attrs, extra_groups=groups)
+    return build_trace(posterior=samples, sample_stats=stats, observables=ev.observables, attrs=attrs,
+                       extra_groups=groups)
+
+
+def _evaluate(tp: TorchPosterior, z: torch.Tensor, observables: dict, probes: ProbePlan | None, *,
+              minibatch: bool) -> Evaluation:
+    """The after-sampling evaluation of the kept draws ``z`` (never raises; see evaluate_in_blocks).
+
+    With ``loss_estimate="minibatch"`` the loss comes from the sampler and only observables
+    are evaluated (``sample()`` refuses probes there)."""
+    if minibatch:
+        if not observables:
+            return Evaluation(None, None, {}, {}, None)
+        return evaluate_in_blocks(tp, z, observables, with_loss=False)
+    if probes is None:
+        return evaluate_in_blocks(tp, z, observables)
+    as_t = lambda d: {k: _as_data_tensor(v) for k, v in d.items()}  # noqa: E731
+    per_sample = as_t(probes.per_sample_batch) if probes.num_per_sample else None
+    return evaluate_in_blocks(tp, z, observables, datasets={name: as_t(d) for name, d in probes.datasets.items()},
+                              per_sample_batch=per_sample,
+                              per_sample_draws=probes.thinned_draws(z.shape[1]) if per_sample else None)

@@ -12,8 +12,9 @@ of :mod:`pplpatterning.posterior`, never rewritten here):
 
 Parameters travel as one flat float64 vector per chain (``(chains, d)``), unflattened into
 ``{name: view}`` only inside the energy; the layout is the order of ``post.sampled``.
-Everything is float64 (``torch.float64`` tensors); torch's global default dtype is left
-alone.
+Everything is float64 (``torch.float64`` tensors) except integer data and constants, which
+stay integer (``torch.int64``; token ids index embeddings); torch's global default dtype is
+left alone.
 """
 
 from __future__ import annotations
@@ -44,15 +45,32 @@ xp = xp_torch
 
 
 def _as_tensor(value: Any) -> Any:
+    """A float64 tensor (parameters, weights, l_i(w*)); non-numeric values pass through."""
     arr = np.asarray(value)
     if arr.dtype.kind not in "fiub":  # non-numeric constants pass through untouched
         return value
     return torch.tensor(np.array(arr, dtype=np.float64), dtype=DTYPE)
 
 
+def _as_data_tensor(value: Any) -> Any:
+    """A data or constant array as a tensor that keeps its kind (contract C2 of issue 9).
+
+    Integer arrays (token ids, indices) become ``torch.int64``, so that they index exactly
+    (float64 holds integers exactly only up to 2**53) and stay valid indices; floating and
+    boolean arrays become ``torch.float64`` as before; non-numeric values pass through.
+    """
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iu":
+        return _as_tensor(value)
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"integer data of dtype uint64 holds values above 2**63 - 1 ({int(arr.max())}), "
+                         "which torch.int64 cannot represent; store them as int64.")
+    return torch.tensor(np.array(arr, dtype=np.int64), dtype=torch.int64)
+
+
 @dataclass(frozen=True, eq=False)
 class TorchPosterior:
-    """The posterior's arrays as float64 torch tensors, plus the flat parameter layout."""
+    """The posterior's arrays as torch tensors (float64; integer data int64), plus the flat layout."""
 
     loss_fn: Callable
     data: dict[str, torch.Tensor]
@@ -100,11 +118,11 @@ def torch_posterior(post: GibbsPosterior) -> TorchPosterior:
         start += size
     return TorchPosterior(
         loss_fn=post.model.loss,
-        data={k: _as_tensor(v) for k, v in post.data.items()},
+        data={k: _as_data_tensor(v) for k, v in post.data.items()},
         weights=_as_tensor(post.effective_weights),
         centre={k: _as_tensor(post.centre[k]) for k in post.sampled},
         frozen={k: _as_tensor(post.centre[k]) for k in post.frozen},
-        consts={k: _as_tensor(v) for k, v in post.model.consts.items()},
+        consts={k: _as_data_tensor(v) for k, v in post.model.consts.items()},
         loss_at_centre=_as_tensor(post.loss_at_centre_per_sample),
         n_beta=float(post.n_beta),
         gamma=float(post.gamma),

@@ -33,8 +33,9 @@ compute l_i(w*) and by ``post.loss``/``post.potential`` — it converts to torch
 Any other namespace (``jax.numpy`` from the NumPyro backend) raises a ``TypeError``:
 this model only runs on the Pyro backend.
 
-Data note: ``GibbsPosterior`` stores every data array as float64; pass ``input_dtype``
-(e.g. ``torch.long`` for token ids into an ``nn.Embedding``) to cast the input back.
+Data note: integer data (token ids) reach the network as ``torch.int64`` and floating data
+as ``torch.float64``, on the torch and the numpy path alike; ``input_dtype`` casts the input
+to another dtype before the forward pass if the network needs one.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import torch
 
 from pplpatterning.model import Model
 
-from .spec import DTYPE
+from .spec import DTYPE, _as_data_tensor, _as_tensor
 
 __all__ = ["ModuleLoss", "model_from_module"]
 
@@ -118,10 +119,9 @@ class ModuleLoss:
         if kind == "torch":
             return self._torch_loss(params, batch)
         if kind == "numpy":  # the core's float64 reference path: through torch and back
-            as_t = lambda v: torch.tensor(np.asarray(v, dtype=np.float64), dtype=DTYPE)  # noqa: E731
             with torch.no_grad():
-                out = self._torch_loss({k: as_t(v) for k, v in params.items()},
-                                       {k: as_t(v) for k, v in batch.items()})
+                out = self._torch_loss({k: _as_tensor(v) for k, v in params.items()},
+                                       {k: _as_data_tensor(v) for k, v in batch.items()})
             return out.detach().numpy().astype(np.float64)
         raise TypeError(
             f"Model {self.name!r} wraps a torch.nn.Module and only runs on the pyro backend "
@@ -177,8 +177,8 @@ def model_from_module(
     name
         Model name for traces and reports. Default: the module's class name.
     input_dtype
-        Cast the input to this dtype before the forward pass (data are stored as float64;
-        e.g. ``torch.long`` for token ids).
+        Cast the input to this dtype before the forward pass (integer data arrive as
+        ``torch.int64``, floating data as ``torch.float64``).
     example_data
         Optional data ``{name: array (n, ...)}``: the loss is checked on its first rows now
         (it is checked again on the full data when the GibbsPosterior is built).
