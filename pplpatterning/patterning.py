@@ -383,7 +383,7 @@ class PatternPlan:
         sizes = {p: int(np.asarray(next(iter(datasets[p].values()))).shape[0]) for p in names}
         N = posterior.n + sum(sizes.values())
         data = {k: np.concatenate([np.asarray(posterior.data[k])]
-                                  + [np.asarray(datasets[p][k], dtype=np.float64) for p in names], axis=0)
+                                  + [np.asarray(datasets[p][k]) for p in names], axis=0)
                 for k in posterior.data}
         w = [N * (1.0 - total_h) * np.asarray(posterior.effective_weights) / posterior.n]
         w += [np.full(sizes[p], N * h[p] / sizes[p]) for p in names]

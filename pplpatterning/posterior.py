@@ -39,6 +39,34 @@ def _finite_float_array(value: Any, what: str) -> np.ndarray:
     return arr
 
 
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _data_array(value: Any, what: str) -> np.ndarray:
+    """A read-only copy of one data array (issue 9, contract C2): integer arrays (token ids)
+    as int64, exactly (no float cast, so ids above 2**53 survive; no finiteness check);
+    booleans as int64 0/1 (integer data too: masks, labels); everything else as float64 and
+    finite. Complex data is refused, and unsigned values beyond int64 too."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"`{what}` must be numeric array-like; could not convert: {exc}") from None
+    if arr.dtype.kind == "c":
+        raise TypeError(f"`{what}` is complex ({arr.dtype}); the loss takes real data: pass the real and "
+                        "imaginary parts as two float arrays.")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > _INT64_MAX:
+        raise ValueError(f"`{what}` holds unsigned integers above 2**63 - 1 (max {int(arr.max())}), which int64 "
+                         "cannot represent; reduce them (e.g. modulo a vocabulary size) first.")
+    if arr.dtype.kind in "iub":
+        out = np.array(arr, dtype=np.int64)
+        out.setflags(write=False)
+        return out
+    if arr.dtype.kind != "f":
+        raise TypeError(f"`{what}` has dtype {arr.dtype} (mixed types, strings, or integers beyond int64); "
+                        "convert it to an int64 or float64 array first.")
+    return _finite_float_array(arr, what)
+
+
 @dataclass(frozen=True, eq=False)
 class GibbsPosterior:
     """A localized, tempered Gibbs posterior around a centre w*.
@@ -48,7 +76,8 @@ class GibbsPosterior:
     model
         The :class:`~pplpatterning.Model` defining the per-sample loss l_i(w).
     data
-        ``{name: array}`` with a common leading dimension n.
+        ``{name: array}`` with a common leading dimension n. Integer (and boolean) arrays are
+        kept as int64 (token ids, labels), the others as finite float64; complex data is refused.
     centre
         The centre w*, ``{name: array}``; defaults to ``model.centre_for(data)``.
     n_beta
@@ -58,7 +87,8 @@ class GibbsPosterior:
     weights
         Optional per-sample weights ρ_i ≥ 0, shape (n,).
     normalize_weights
-        If True, L^ρ = Σ ρ_i l_i / Σ ρ_i; else (1/n) Σ ρ_i l_i.
+        If True, L^ρ = Σ ρ_i l_i / Σ ρ_i; else (1/n) Σ ρ_i l_i. A bool. Weights that are all
+        zero or whose sum overflows float64 are refused.
     sampled
         Names of the parameters to sample; the others stay frozen at the centre
         (weight restriction). Default: all.
@@ -85,7 +115,7 @@ class GibbsPosterior:
         # data
         if not isinstance(self.data, Mapping) or not self.data:
             raise TypeError("`data` must be a non-empty mapping {name: array} with a common leading dimension n.")
-        data = {str(k): _finite_float_array(v, f"data[{k!r}]") for k, v in self.data.items()}
+        data = {str(k): _data_array(v, f"data[{k!r}]") for k, v in self.data.items()}
         lengths = {k: (v.shape[0] if v.ndim else None) for k, v in data.items()}
         if any(v is None for v in lengths.values()):
             scalars = [k for k, v in lengths.items() if v is None]
@@ -142,19 +172,11 @@ class GibbsPosterior:
         object.__setattr__(self, "gamma", float(g))
 
         # ρ
-        if self.weights is not None:
-            w = _finite_float_array(self.weights, "weights")
-            if w.shape != (n,):
-                raise ValueError(f"`weights` must have shape (n,) = ({n},), got {w.shape}.")
-            if np.any(w < 0):
-                raise ValueError(
-                    f"`weights` must be non-negative; {int(np.sum(w < 0))} are negative "
-                    "(clip them, or use a smaller patterning step α)."
-                )
-            if self.normalize_weights and not np.sum(w) > 0:
-                raise ValueError("`weights` sum to zero, so `normalize_weights=True` cannot renormalise them.")
-            object.__setattr__(self, "weights", w)
+        if not isinstance(self.normalize_weights, (bool, np.bool_)):
+            raise TypeError(f"`normalize_weights` must be True or False, got {self.normalize_weights!r}.")
         object.__setattr__(self, "normalize_weights", bool(self.normalize_weights))
+        if self.weights is not None:
+            object.__setattr__(self, "weights", _check_weights(self.weights, n, self.normalize_weights))
 
         # restriction
         if self.sampled is None:
@@ -274,6 +296,28 @@ class GibbsPosterior:
             f"[{self.n_beta_source}], gamma={self.gamma:g}, sampled={list(self.sampled)}, "
             f"weights={'none' if self.weights is None else 'given'})"
         )
+
+
+def _check_weights(weights: Any, n: int, normalize: bool) -> np.ndarray:
+    """ρ as float64, shape (n,), finite, ≥ 0, not all zero, with a finite sum (the loss
+    averages ρ_i l_i and the normalised form divides by Σρ)."""
+    w = _finite_float_array(weights, "weights")
+    if w.shape != (n,):
+        raise ValueError(f"`weights` must have shape (n,) = ({n},), got {w.shape}.")
+    if np.any(w < 0):
+        raise ValueError(
+            f"`weights` must be non-negative; {int(np.sum(w < 0))} are negative "
+            "(clip them, or use a smaller patterning step α)."
+        )
+    if not np.any(w > 0):
+        raise ValueError("`weights` are all zero, so the posterior has no data term; give at least one positive "
+                         "weight, or drop `weights` for the unweighted posterior.")
+    with np.errstate(over="ignore"):
+        total = float(np.sum(w))
+    if not math.isfinite(total):
+        raise ValueError(f"`weights` sum to {total} (overflow in float64); rescale them, e.g. divide by their "
+                         "maximum (with `normalize_weights=True` the scale does not matter).")
+    return w
 
 
 def localization_energy(sampled_params, centre, gamma, xp):

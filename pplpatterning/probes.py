@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .posterior import GibbsPosterior, _finite_float_array
+from .posterior import GibbsPosterior, _data_array
 from .samplers import SamplerSettings
 
 __all__ = [
@@ -122,9 +122,12 @@ def _check_dataset(post: GibbsPosterior, data: Any, what: str) -> dict[str, np.n
     keys, train_keys = set(map(str, data)), set(post.data)
     if keys != train_keys:
         raise ValueError(f"`{what}` has keys {sorted(keys)}; the model's data has {sorted(train_keys)}.")
-    out = {str(k): _finite_float_array(v, f"{what}[{k!r}]") for k, v in data.items()}
+    out = {str(k): _data_array(v, f"{what}[{k!r}]") for k, v in data.items()}
     lengths = set()
     for k, v in out.items():
+        if v.dtype != post.data[k].dtype:
+            raise TypeError(f"`{what}[{k!r}]` has dtype {v.dtype}; the training data's {k!r} is "
+                            f"{post.data[k].dtype}. Give the probe the same kind of values (integer ids or floats).")
         if v.ndim == 0 or v.shape[1:] != post.data[k].shape[1:]:
             raise ValueError(f"`{what}[{k!r}]` has shape {v.shape}; it needs a leading sample dimension and "
                              f"trailing shape {post.data[k].shape[1:]} like the training data.")
@@ -231,7 +234,7 @@ class Probes:
 
 @dataclass(frozen=True, eq=False)
 class ProbePlan:
-    """A validated :class:`Probes`, ready for a backend (NumPy float64 arrays only)."""
+    """A validated :class:`Probes`, ready for a backend (NumPy arrays: float64, int64 for integer data)."""
 
     datasets: Mapping[str, Mapping[str, np.ndarray]]
     dataset_loss_at_centre: Mapping[str, float]

@@ -14,11 +14,15 @@ SGLD step (MATH.md §8, Welling & Teh 2011):
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-__all__ = ["SAMPLERS", "EXACT_SAMPLERS", "SG_SAMPLERS", "SamplerSettings", "LOSS_ESTIMATES"]
+__all__ = [
+    "SAMPLERS", "EXACT_SAMPLERS", "SG_SAMPLERS", "SamplerSettings", "LOSS_ESTIMATES", "OPTION_CHECKS",
+    "SEED_LIMIT", "validate_options",
+]
 
 EXACT_SAMPLERS = ("nuts", "hmc", "mala")
 SG_SAMPLERS = ("sgld", "rmsprop_sgld", "sgnht")
@@ -41,6 +45,70 @@ SAMPLERS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
 })
 
 LOSS_ESTIMATES = ("full", "minibatch")
+
+#: Seeds are integers in [0, SEED_LIMIT): both backends' generators take 64-bit seeds.
+SEED_LIMIT = 2**63
+
+
+def _real(desc: str, ok) -> tuple[str, Any]:
+    """A check for a finite real number (not bool) with ``ok(x)`` True; returns (desc, check)."""
+    def check(v: Any) -> float | None:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            return None
+        try:
+            x = float(v)
+        except OverflowError:  # an int beyond float64
+            return None
+        return x if math.isfinite(x) and ok(x) else None
+    return desc, check
+
+
+def _integer(lo: int, hi: int | None) -> tuple[str, Any]:
+    """A check for an integer (not bool) in [lo, hi] (hi None: no upper bound)."""
+    desc = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer ≥ {lo}"
+
+    def check(v: Any) -> int | None:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            return None
+        return int(v) if lo <= int(v) and (hi is None or int(v) <= hi) else None
+    return desc, check
+
+
+def _choice(*values: str) -> tuple[str, Any]:
+    def check(v: Any) -> str | None:
+        return v if isinstance(v, str) and v in values else None
+    return "one of " + ", ".join(repr(x) for x in values), check
+
+
+# One check per option name (an option means the same in every sampler that has it):
+# (what it must be, check(value) -> normalised value or None when invalid).
+OPTION_CHECKS: Mapping[str, tuple[str, Any]] = MappingProxyType({
+    "target_accept": _real("a number in (0, 1), e.g. 0.8", lambda x: 0 < x < 1),
+    "max_tree_depth": _integer(1, 30),
+    "num_steps": _integer(1, None),
+    "step_jitter": _real("a number in [0, 1) (0 = no jitter)", lambda x: 0 <= x < 1),
+    "alpha": _real("a number in (0, 1), e.g. 0.99", lambda x: 0 < x < 1),
+    "eps": _real("a finite number > 0, e.g. 1e-5", lambda x: x > 0),
+    "adapt": _choice("burnin", "always"),
+    # > 0 (stricter than C7's ≥ 0): both backends' SGNHT kernels need injected noise A > 0.
+    "diffusion": _real("a finite number > 0 (the injected noise A), e.g. 0.01", lambda x: x > 0),
+})
+
+
+def validate_options(sampler: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Each option of ``sampler`` checked against :data:`OPTION_CHECKS`; the normalised values
+    (int/float/str). Raises ValueError naming the option, its allowed values and the default."""
+    out = {}
+    for name, value in options.items():
+        desc, check = OPTION_CHECKS[name]
+        got = check(value)
+        if got is None:
+            raise ValueError(
+                f"`{name}` (option of sampler {sampler!r}) must be {desc}; got {value!r}. "
+                f"Its default is {SAMPLERS[sampler][name]!r}."
+            )
+        out[name] = got
+    return out
 
 
 @dataclass(frozen=True)
@@ -66,7 +134,7 @@ class SamplerSettings:
         ``"minibatch"``: the SG sampler's own minibatch loss at each kept step (cheap,
         unbiased, noisier). Exact samplers always use ``"full"``.
     seed
-        Integer seed; the same seed reproduces the same trace exactly.
+        Integer seed in [0, 2**63); the same seed reproduces the same trace exactly.
     options
         Sampler-specific options (see :data:`SAMPLERS`).
     """
@@ -107,8 +175,10 @@ class SamplerSettings:
             raise ValueError(
                 f"`loss_estimate='minibatch'` applies to SG samplers only; {self.sampler!r} uses the full loss."
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}.")
+        if (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
+                or not 0 <= int(self.seed) < SEED_LIMIT):
+            raise ValueError(f"`seed` must be an integer in [0, 2**63), got {self.seed!r}.")
+        object.__setattr__(self, "seed", int(self.seed))
         allowed = SAMPLERS[self.sampler]
         unknown = set(self.options) - set(allowed)
         if unknown:
@@ -118,7 +188,7 @@ class SamplerSettings:
             )
         merged = dict(allowed)
         merged.update(self.options)
-        object.__setattr__(self, "options", MappingProxyType(merged))
+        object.__setattr__(self, "options", MappingProxyType(validate_options(self.sampler, merged)))
 
     @property
     def is_stochastic_gradient(self) -> bool:

@@ -58,15 +58,14 @@ def test_same_value_in_jax_and_torch(dln_post):
     import torch
     from array_api_compat import torch as xp_torch
 
-    import pplpatterning.backends.numpyro  # noqa: F401  (float64 JAX)
-
     post = dln_post
     w = _random_params(post, 2)
     mask = np.zeros((2, 3), bool)
     mask[1, :] = True
     for phi in (full_loss(post), component_loss(post, "W2"), component_loss(post, {"W2": mask}), param("W1", (2, 0))):
         ref = float(phi(w, np))
-        in_jax = jax.jit(lambda p: phi(p, jnp))({k: jnp.asarray(v) for k, v in w.items()})
+        with jax.enable_x64(True):  # the backend's precision (it leaves the global setting alone)
+            in_jax = jax.jit(lambda p: phi(p, jnp))({k: jnp.asarray(v) for k, v in w.items()})
         in_torch = phi({k: torch.as_tensor(v) for k, v in w.items()}, xp_torch)
         assert isinstance(in_torch, torch.Tensor) and in_torch.dtype == torch.float64
         assert in_jax.dtype == jnp.float64

@@ -119,9 +119,23 @@ def test_nonfinite_weights(tiny_model, tiny_data):
         GibbsPosterior(tiny_model, tiny_data, weights=w)
 
 
-def test_zero_weights_cannot_be_normalised(tiny_model, tiny_data):
-    with pytest.raises(ValueError, match="`weights` sum to zero"):
-        GibbsPosterior(tiny_model, tiny_data, weights=np.zeros(20), normalize_weights=True)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_all_zero_weights_are_refused(tiny_model, tiny_data, normalize):
+    """Raw or normalised, all-zero weights leave no data term (issue 9)."""
+    with pytest.raises(ValueError, match="`weights` are all zero"):
+        GibbsPosterior(tiny_model, tiny_data, weights=np.zeros(20), normalize_weights=normalize)
+
+
+def test_weights_whose_sum_overflows_are_refused(tiny_model, tiny_data):
+    w = np.full(20, np.finfo(np.float64).max / 4)  # each finite, the sum is not
+    with pytest.raises(ValueError, match=r"`weights` sum to inf \(overflow"):
+        GibbsPosterior(tiny_model, tiny_data, weights=w)
+
+
+@pytest.mark.parametrize("bad", [1, "yes", None, np.float64(1.0)])
+def test_normalize_weights_must_be_bool(tiny_model, tiny_data, bad):
+    with pytest.raises(TypeError, match="`normalize_weights` must be True or False"):
+        GibbsPosterior(tiny_model, tiny_data, weights=np.ones(20), normalize_weights=bad)
 
 
 def test_normalised_weights(tiny_model, tiny_data):
@@ -173,7 +187,7 @@ def test_model_must_be_model(tiny_data):
         (dict(loss_estimate="approx"), "`loss_estimate` must be one of"),
         (dict(sampler="nuts", loss_estimate="minibatch"), "applies to SG samplers only"),
         (dict(sampler="sgld", options={"alpha": 0.9}), r"Unknown option\(s\) \['alpha'\] for sampler 'sgld'"),
-        (dict(seed=-3), "`seed` must be a non-negative integer"),
+        (dict(seed=-3), r"`seed` must be an integer in \[0, 2\*\*63\)"),
     ],
 )
 def test_bad_sampler_settings(kwargs, match):

@@ -87,17 +87,6 @@ def test_memory_error_from_sample_before_compiling(post, no_backend):
         sample(post, num_draws=10**9, probes=Probes(per_sample=[0]), progress_bar=False)
 
 
-def test_backend_without_probe_support_says_so(post, monkeypatch):
-    class OldBackend:
-        @staticmethod
-        def sample(posterior, settings, *, observables, keep_params=True):
-            pytest.fail("an old backend was called with probes")
-
-    monkeypatch.setattr(sampling, "get_backend", lambda name: OldBackend)
-    with pytest.raises(NotImplementedError, match="does not record probes yet; use backend='numpyro'"):
-        sample(post, probes=Probes(per_sample=[0]), progress_bar=False)
-
-
 # ----------------------------------------------------------------- NumPyro recording
 @pytest.fixture(scope="module")
 def recorded(post):

@@ -91,3 +91,47 @@ def test_keep_params_false_drops_posterior(small_trace):
                 progress_bar=False, keep_params=False)
     assert len(tr["posterior"].data_vars) == 0
     assert tr["sample_stats"]["loss"].shape == (1, 20)
+
+
+# ------------------------------------------------------- load_trace checks the schema (issue 9)
+def _minimal_trace(attrs=None):
+    delta = np.zeros((1, 4))
+    base = {"n": 5, "n_beta": 2.0, "gamma": 0.0, "loss_at_centre": 0.0, "backend": "numpyro", "sampler": "nuts"}
+    return build_trace(posterior={}, sample_stats={"loss": delta + 1.0, "loss_delta": delta},
+                       attrs=base if attrs is None else attrs)
+
+
+def test_load_trace_refuses_an_arbitrary_netcdf(tmp_path):
+    path = tmp_path / "other.nc"
+    xr.Dataset({"temperature": (("time",), np.arange(3.0))}).to_netcdf(path, engine="netcdf4")
+    with pytest.raises(ValueError, match=r"other\.nc' has no group 'posterior'.*not a pplpatterning Trace"):
+        load_trace(path)
+
+
+def test_load_trace_names_a_missing_sample_stat(tmp_path):
+    tree = _minimal_trace()
+    tree["sample_stats"] = xr.DataTree(tree["sample_stats"].to_dataset().drop_vars("loss_delta"))
+    path = save_trace(tree, tmp_path / "t.nc")
+    with pytest.raises(ValueError, match=r"'sample_stats' has no variable 'loss_delta'"):
+        load_trace(path)
+
+
+@pytest.mark.parametrize("attr", ["n_beta", "loss_at_centre"])
+def test_load_trace_names_a_missing_attr(tmp_path, attr):
+    tree = _minimal_trace()
+    del tree.attrs[attr]
+    path = save_trace(tree, tmp_path / "t.nc")
+    with pytest.raises(ValueError, match=rf"t\.nc' lacks the root attribute\(s\) \['{attr}'\]"):
+        load_trace(path)
+
+
+def test_load_trace_refuses_a_file_that_is_not_netcdf(tmp_path):
+    path = tmp_path / "junk.nc"
+    path.write_text("not a netCDF file")
+    with pytest.raises(ValueError, match=r"Could not read .*junk\.nc' as a Trace"):
+        load_trace(path)
+
+
+def test_minimal_trace_without_params_round_trips(tmp_path):
+    back = load_trace(save_trace(_minimal_trace(), tmp_path / "t.nc"))
+    assert back["sample_stats"]["loss"].shape == (1, 4) and trace_attr(back, "n_beta") == 2.0
