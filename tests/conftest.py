@@ -11,7 +11,12 @@ settings.register_profile(
 )
 settings.load_profile("pplpatterning")
 
-os.environ.setdefault("PPLPATTERNING_JAX_CACHE", "1")
+# JAX's persistent compilation cache (JAX reads these when it is imported; the library never
+# sets them): the same settings as the Makefile exports, so a bare `pytest` hits the cache too.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_ROOT, ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 def linear_loss(params, batch, consts, xp):

@@ -29,6 +29,12 @@ def post():
 def test_kernels_run_under_numpyro_mcmc_and_driver_matches(post, sampler, kw):
     settings = SamplerSettings(sampler=sampler, num_chains=3, num_draws=40, num_burnin=30, thinning=2, seed=5,
                                progress_bar=False, **kw)
+    # the backend runs in float64 inside jax.enable_x64(True); driving its pieces directly needs the same
+    with jax.enable_x64(True):
+        _mcmc_and_driver_match(post, settings, sampler)
+
+
+def _mcmc_and_driver_match(post, settings, sampler):
     args = posterior_args(post)
     init = {k: jnp.broadcast_to(v, (3,) + v.shape) for k, v in args.centre.items()}
     fields = _EXTRA_FIELDS[sampler]

@@ -1,5 +1,6 @@
 """A user's JAX function of a parameter pytree runs as a model on the NumPyro backend (issue 3)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -29,7 +30,8 @@ def test_pytree_leaves_become_named_parameters(mlp):
     assert list(model.param_shapes) == ["layers.0.b", "layers.0.w", "layers.1.w"]
     assert model.param_shapes["layers.0.w"] == (2, 3)
     post = GibbsPosterior(model, data, n_beta=100.0, gamma=10.0)
-    expected = 100.0 * float(np.mean(np.asarray(mlp_loss(params, data))))
+    with jax.enable_x64(True):  # the reference in float64 (the backend never turns x64 on globally)
+        expected = 100.0 * float(np.mean(np.asarray(mlp_loss(params, data))))
     assert post.potential(dict(post.centre)) == pytest.approx(expected, rel=1e-12)
     value, grad = potential_and_grad(post, dict(post.centre))
     assert value == pytest.approx(expected, rel=1e-12)

@@ -20,6 +20,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from .precision import in_float64
+
 __all__ = ["run_segmented", "segments"]
 
 
@@ -39,8 +41,9 @@ def _collect(state, fields):
     return state.z, {name: attrgetter(path)(state) for path, name in fields.items()}
 
 
+@in_float64
 def run_segmented(kernel, args, init, settings, fields: dict):
-    """Burn-in, then the draws in segments. Returns (samples, extra, reason).
+    """Burn-in, then the draws in segments, in float64. Returns (samples, extra, reason).
 
     ``samples``/``extra`` are dicts of (chain, draw, ...) arrays; ``reason`` is None for a
     complete run, else why it stopped early.

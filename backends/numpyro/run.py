@@ -1,4 +1,5 @@
-"""Run a GibbsPosterior under ``numpyro.infer.MCMC`` and assemble the Trace."""
+"""Run a GibbsPosterior with NumPyro kernels and assemble the Trace (all in float64, see
+.precision); evaluate the kept draws afterwards in chunks that keep what was evaluated."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from pplpatterning.trace import build_trace, run_attrs
 from .driver import run_segmented
 from .kernels import KERNELS
 from .kernels.hmc_jitter import JitteredHMC
+from .precision import as_data, in_float64
 from .spec import PosteriorArgs, full_batch_loss, model_for, posterior_args
 
-__all__ = ["sample", "make_kernel", "evaluate_draws"]
+__all__ = ["sample", "make_kernel", "evaluate_draws", "evaluate_at_centre", "Evaluation", "draws_per_chunk",
+           "MAX_EVAL_CHUNKS"]
 
 # Sampler-state fields recorded in sample_stats, and their names there.
 _EXTRA_FIELDS = {
@@ -66,28 +69,59 @@ class ProbeArgs(NamedTuple):
     per_sample: dict[str, jax.Array]  # empty when no per-sample losses are recorded
 
 
-def probe_args(plan: ProbePlan | None, dtype=jnp.float64) -> ProbeArgs:
+def probe_args(plan: ProbePlan | None) -> ProbeArgs:
+    """The probe data as JAX arrays that keep their kind (floats float64, integers int64)."""
     if plan is None:
         return ProbeArgs({}, {})
-    as_ = partial(jnp.asarray, dtype=dtype)
     batch = plan.per_sample_batch or {}
-    return ProbeArgs({name: {k: as_(v) for k, v in d.items()} for name, d in plan.datasets.items()},
-                     {k: as_(v) for k, v in batch.items()})
+    return ProbeArgs({name: {k: as_data(v) for k, v in d.items()} for name, d in plan.datasets.items()},
+                     {k: as_data(v) for k, v in batch.items()})
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "observables", "chunk", "sample_chunk"))
-def _evaluate(flat_z, thin_z, args: PosteriorArgs, pargs: ProbeArgs, *, loss_fn, observables, chunk,
-              sample_chunk):
+@in_float64
+def evaluate_at_centre(post: GibbsPosterior, fn) -> np.ndarray:
+    """``fn(params, consts, jax.numpy)`` once, eagerly, at the centre w* (contract C1).
+
+    ``params`` holds every parameter (sampled and frozen) at the centre as float64 JAX
+    arrays, ``consts`` the model's constants (kinds kept, see .precision.as_data). Nothing
+    is jitted or compiled for the sampler; exceptions propagate (``pplpatterning.sample``
+    names the observable or probe). A numeric result is returned as float64 NumPy.
+    """
+    params = {k: jnp.asarray(post.centre[k], dtype=jnp.float64) for k in post.model.param_shapes}
+    consts = {k: as_data(v) for k, v in post.model.consts.items()}
+    out = np.asarray(fn(params, consts, jnp))
+    return out.astype(np.float64) if out.dtype.kind in "biuf" else out
+
+
+#: The after-sampling evaluation runs in at most this many chunks of draws (all chains at
+#: once). Every chunk has the same shape, so one compiled program serves them all; when a
+#: chunk fails, the chunks before it are kept (contract C3).
+MAX_EVAL_CHUNKS = 10
+
+
+def draws_per_chunk(num_draws: int, thinning: int = 1) -> int:
+    """Draws per evaluation chunk: ⌈num_draws / MAX_EVAL_CHUNKS⌉ rounded up to a multiple of
+    ``thinning`` (the stride of the per-sample probe draws, so that every chunk starts on a
+    thinned draw and holds the same number of them)."""
+    thinned = -(-int(num_draws) // thinning)
+    return thinning * -(-thinned // min(thinned, MAX_EVAL_CHUNKS))
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "observables", "with_loss", "chunk", "sample_chunk"))
+def _evaluate_chunk(flat_z, thin_z, args: PosteriorArgs, pargs: ProbeArgs, *, loss_fn, observables, with_loss,
+                    chunk, sample_chunk):
+    """Per draw of ``flat_z``: (L_n^ρ, ΔL_n^ρ) if ``with_loss``, the observables and the probe
+    data sets' losses; per draw of ``thin_z``: the per-sample probe losses (if any)."""
     def params_at(z):
         params = dict(args.frozen)
         params.update(z)
         return params
 
     def one(z):
-        loss, delta = full_batch_loss(loss_fn, z, args)
+        losses = full_batch_loss(loss_fn, z, args) if with_loss else ()
         params = params_at(z)
         obs = {name: jnp.asarray(fn(params, jnp)) for name, fn in observables}
-        return loss, delta, obs, dataset_losses(loss_fn, params, pargs.datasets, args.consts, jnp)
+        return losses, obs, dataset_losses(loss_fn, params, pargs.datasets, args.consts, jnp)
 
     per_draw = jax.lax.map(one, flat_z, batch_size=chunk)
     per_sample = None
@@ -98,46 +132,112 @@ def _evaluate(flat_z, thin_z, args: PosteriorArgs, pargs: ProbeArgs, *, loss_fn,
     return per_draw, per_sample
 
 
+class Evaluation(NamedTuple):
+    """The values of the kept draws, (chain, draw, ...) each; NaN from draw ``failed_at`` on
+    when the evaluation failed, and ``failure`` = "evaluation failed at draw K: ExcType: msg"."""
+
+    loss: np.ndarray | None
+    delta: np.ndarray | None
+    observables: dict[str, np.ndarray]
+    dataset_losses: dict[str, np.ndarray]
+    per_sample: np.ndarray | None  # (chain, thinned draw, sample)
+    failed_at: int | None = None
+    failure: str | None = None
+
+
+def describe_exception(exc: BaseException) -> str:
+    """"ExcType: message", one line. JAX re-raises an exception from inside a callback with
+    the whole traceback as its message; its last line is the original "ExcType: message"."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    name = type(exc).__name__
+    if not lines:
+        return name
+    msg = lines[-1] if len(lines) > 1 and any("Traceback" in ln for ln in lines) else " ".join(lines)
+    msg = msg[:500]
+    return msg if msg.startswith(f"{name}: ") else f"{name}: {msg}"
+
+
+def _gather(samples: dict, idx: np.ndarray, C: int) -> dict:
+    """The draws ``idx`` of every chain, flattened chain-major: {name: (C·len(idx), ...)}."""
+    return {k: np.asarray(v)[:, idx].reshape((C * idx.size,) + v.shape[2:]) for k, v in samples.items()}
+
+
+def _join(parts: list, C: int, total: int, step: int, tail: tuple[int, ...] = ()) -> np.ndarray:
+    """Chunks of (C·step, ...) values → (C, total, ...), the padding of the last chunk dropped
+    and NaN (as float64) where no chunk was evaluated."""
+    blocks = [np.asarray(p).reshape((C, step) + np.shape(p)[1:]) for p in parts]
+    got = np.concatenate(blocks, axis=1)[:, :total] if blocks else None
+    if got is not None and got.shape[1] == total:
+        return got
+    out = np.full((C, total) + (got.shape[2:] if got is not None else tail), np.nan)
+    if got is not None:
+        out[:, :got.shape[1]] = got
+    return out
+
+
+@in_float64
 def evaluate_draws(post: GibbsPosterior, samples: dict, args: PosteriorArgs, observables: dict,
-                   probes: ProbePlan | None = None):
-    """Full-batch L_n^ρ, L_n^ρ - L_n^ρ(w*) (per sample) and observables at every draw.
+                   probes: ProbePlan | None = None, *, with_loss: bool = True) -> Evaluation:
+    """Full-batch L_n^ρ, L_n^ρ - L_n^ρ(w*) (per sample; only if ``with_loss``), the
+    observables and the probe losses at every draw of ``samples`` ({name: (C, D, ...)}).
 
-    With ``probes``, also returns the Trace groups of the probe losses (one jitted call: a
-    vectorised pass over all draws for the per-draw values and one over the thinned draws
-    for the per-sample losses); without, a triple as before.
+    The draws are evaluated in chunks of :func:`draws_per_chunk` draws (all chains at once),
+    each one call of the same jitted, vectorised program (the last chunk is padded with
+    copies of the last draw, so no chunk compiles anew); the per-sample probe losses are
+    evaluated at ``probes.thinned_draws(D)`` in the same calls. This never raises: an
+    exception (KeyboardInterrupt included) in the chunk starting at draw K keeps the values
+    of draws 0..K-1 and leaves the rest NaN (see :class:`Evaluation`).
     """
-    leaf = next(iter(samples.values()))
-    C, D = leaf.shape[:2]
-    flat = {k: v.reshape((C * D,) + v.shape[2:]) for k, v in samples.items()}
-    thin_idx = probes.thinned_draws(D) if probes is not None and probes.num_per_sample else np.zeros(0, int)
-    thin = {k: np.asarray(v)[:, thin_idx].reshape((C * thin_idx.size,) + v.shape[2:]) for k, v in samples.items()}
+    C, D = next(iter(samples.values())).shape[:2]
     pargs = probe_args(probes)
+    if not (with_loss or observables or pargs.datasets or pargs.per_sample):
+        return Evaluation(None, None, {}, {}, None)
+    per_sample = bool(pargs.per_sample)
+    s = probes.thinning if per_sample else 1
+    step = draws_per_chunk(D, s)
     rows = post.n + sum(next(iter(d.values())).shape[0] for d in pargs.datasets.values())
-    n_ps = probes.num_per_sample if probes is not None else 1
-    (loss, delta, obs, probe_means), per_sample = _evaluate(
-        flat, thin, args, pargs, loss_fn=post.model.loss, observables=tuple(sorted(observables.items())),
-        chunk=_chunk_size(rows), sample_chunk=_chunk_size(n_ps))
-    shape = lambda x: np.asarray(x).reshape((C, D) + np.shape(x)[1:])  # noqa: E731
-    out = (shape(loss), shape(delta), {k: shape(v) for k, v in obs.items()})
-    if probes is None:
-        return out
-    ps = None if per_sample is None else np.asarray(per_sample, dtype=np.float64).reshape(
-        (C, thin_idx.size, probes.num_per_sample))
-    groups = probes.assemble(dataset_losses={k: shape(v) for k, v in probe_means.items()}, per_sample=ps,
-                             num_draws=D)
-    return (*out, groups)
+    statics = dict(loss_fn=post.model.loss, observables=tuple(sorted(observables.items())), with_loss=with_loss,
+                   chunk=_chunk_size(rows),
+                   sample_chunk=_chunk_size(probes.num_per_sample if per_sample else 1))
+    parts, failed_at, failure = [], None, None
+    for a in range(0, D, step):
+        idx = np.minimum(np.arange(a, a + step), D - 1)  # the last chunk repeats draw D-1: same shapes
+        try:
+            thin = _gather(samples, idx[::s], C) if per_sample else {}
+            parts.append(jax.device_get(_evaluate_chunk(_gather(samples, idx, C), thin, args, pargs, **statics)))
+        except (Exception, KeyboardInterrupt) as exc:  # keep the evaluated prefix, say why
+            failed_at, failure = a, f"evaluation failed at draw {a}: {describe_exception(exc)}"
+            break
+    join = partial(_join, C=C, total=D, step=step)
+    loss = delta = None
+    if with_loss:
+        loss, delta = join([p[0][0][0] for p in parts]), join([p[0][0][1] for p in parts])
+    obs = {k: join([p[0][1][k] for p in parts]) for k in observables}
+    means = {k: join([p[0][2][k] for p in parts]) for k in pargs.datasets}
+    ps = None
+    if per_sample:
+        num_thin = probes.thinned_draws(D).size
+        ps = _join([p[1] for p in parts], C, num_thin, step // s, (probes.num_per_sample,)).astype(np.float64)
+    return Evaluation(loss, delta, obs, means, ps, failed_at, failure)
 
 
+@in_float64
 def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict, keep_params: bool = True,
            probes: ProbePlan | None = None):
     """Sample ``post`` with NumPyro and return a Trace (see pplpatterning.trace).
 
-    ``probes`` (validated by ``pplpatterning.sample``) adds the ``probe_losses`` and
-    ``per_sample_losses`` groups (see pplpatterning.probes).
+    Runs in float64 inside ``jax.enable_x64(True)`` (the process's JAX configuration is left
+    as it was; attrs ``dtype`` records the precision). ``probes`` (validated by
+    ``pplpatterning.sample``) adds the ``probe_losses`` and ``per_sample_losses`` groups
+    (see pplpatterning.probes).
 
-    The draws run in up to 20 equal compiled segments (see .driver). If the run
-    stops early (Ctrl-C, an error, all chains NaN), the completed draws are returned with
-    attrs ``incomplete=1`` and ``incomplete_reason``, and a warning says what happened.
+    The draws run in up to 20 equal compiled segments (see .driver). If the run stops early
+    (Ctrl-C, an error, all chains NaN), the completed draws are returned with attrs
+    ``incomplete=1`` and ``incomplete_reason``, and a warning says what happened. If the
+    evaluation after sampling (loss, observables, probes; :func:`evaluate_draws`) fails, the
+    trace is returned all the same: every draw's parameters are kept (even with
+    ``keep_params=False``), the values not evaluated are NaN, the run is marked incomplete
+    with the reason "evaluation failed at draw K: ...", and a RuntimeWarning says so.
     """
     t_start = time.perf_counter()
     args = posterior_args(post)
@@ -150,21 +250,26 @@ def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict
     done = next(iter(samples.values())).shape[1]
     if reason is not None:
         warnings.warn(f"Sampling stopped early: {reason}. The trace keeps the {done} of {settings.num_draws} "
-                      "draws per chain completed before that.", RuntimeWarning, stacklevel=3)
+                      "draws per chain completed before that.", RuntimeWarning, stacklevel=4)
 
+    minibatch = settings.is_stochastic_gradient and settings.loss_estimate == "minibatch"  # probes need "full"
+    ev = evaluate_draws(post, samples, args, observables, probes, with_loss=not minibatch)
+    loss, delta = (extra["minibatch_loss"], extra["minibatch_loss_delta"]) if minibatch else (ev.loss, ev.delta)
     groups = {}
-    if settings.is_stochastic_gradient and settings.loss_estimate == "minibatch":  # probes need "full"
-        loss, delta = extra["minibatch_loss"], extra["minibatch_loss_delta"]
-        _, _, obs = evaluate_draws(post, samples, args, observables) if observables else (None, None, {})
-    elif probes is not None:
-        loss, delta, obs, groups = evaluate_draws(post, samples, args, observables, probes)
-    else:
-        loss, delta, obs = evaluate_draws(post, samples, args, observables)
+    if probes is not None:
+        groups = probes.assemble(dataset_losses=ev.dataset_losses, per_sample=ev.per_sample, num_draws=done)
     t_done = time.perf_counter()
+    if ev.failure is not None:
+        warnings.warn(f"After sampling, {ev.failure}. The trace keeps all {done} draws' parameters "
+                      f"(even with keep_params=False) and marks the run incomplete; the evaluated values "
+                      f"(loss, observables, probes) are NaN from draw {ev.failed_at} on.",
+                      RuntimeWarning, stacklevel=4)
+        reason = ev.failure if reason is None else f"{reason}; {ev.failure}"
 
     stats = {"loss": loss, "loss_delta": delta, **extra}
     attrs = run_attrs(post, settings, backend="numpyro", dtype=str(args.n_beta.dtype),
                       packages=("jax", "jaxlib", "numpyro"), incomplete_reason=reason,
                       sampling_seconds=t_sampled - t_start, evaluation_seconds=t_done - t_sampled)
-    return build_trace(posterior=samples if keep_params else {}, sample_stats=stats, observables=obs, attrs=attrs,
-                       extra_groups=groups)
+    keep = keep_params or ev.failure is not None
+    return build_trace(posterior=samples if keep else {}, sample_stats=stats, observables=ev.observables,
+                       attrs=attrs, extra_groups=groups)

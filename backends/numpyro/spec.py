@@ -4,6 +4,10 @@ Everything data-dependent (data, weights, centre, frozen parameters, model const
 γ) is passed as a traced argument, never closed over: with ``jit_model_args=True`` and the
 persistent compilation cache, a second posterior with the same shapes reuses the compiled
 program instead of recompiling (DESIGN.md, "Choices already measured").
+
+Precision: every entry point of the backend runs under :func:`in_float64`, i.e. inside
+``jax.enable_x64(True)`` for that call only; the process's ``jax_enable_x64`` is never
+changed (issue 9). Floating data are float64, integer data (token ids) int64 (contract C2).
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
@@ -25,7 +28,10 @@ from pplpatterning.posterior import (
     tempered_loss_energy,
 )
 
-__all__ = ["PosteriorArgs", "posterior_args", "gibbs_model", "potential_fn", "full_batch_loss"]
+from .precision import as_data, in_float64
+
+__all__ = ["PosteriorArgs", "posterior_args", "as_data", "in_float64", "gibbs_model", "potential_fn",
+           "full_batch_loss"]
 
 
 class PosteriorArgs(NamedTuple):
@@ -41,14 +47,18 @@ class PosteriorArgs(NamedTuple):
     gamma: jax.Array
 
 
-def posterior_args(post: GibbsPosterior, dtype=jnp.float64) -> PosteriorArgs:
-    as_ = partial(jnp.asarray, dtype=dtype)
+@in_float64
+def posterior_args(post: GibbsPosterior) -> PosteriorArgs:
+    """The traced arguments of ``post``: data and constants keep their kind (:func:`as_data`:
+    integers int64, floats float64); weights, centre, frozen parameters, l_i(w*), nβ and γ
+    are float64."""
+    as_ = partial(jnp.asarray, dtype=jnp.float64)
     return PosteriorArgs(
-        data={k: as_(v) for k, v in post.data.items()},
+        data={k: as_data(v) for k, v in post.data.items()},
         weights=as_(post.effective_weights),
         centre={k: as_(post.centre[k]) for k in post.sampled},
         frozen={k: as_(post.centre[k]) for k in post.frozen},
-        consts={k: as_(v) for k, v in post.model.consts.items()},
+        consts={k: as_data(v) for k, v in post.model.consts.items()},
         loss_at_centre=as_(post.loss_at_centre_per_sample),
         n_beta=as_(post.n_beta),
         gamma=as_(post.gamma),
@@ -78,15 +88,20 @@ def model_for(post: GibbsPosterior):
     return partial(gibbs_model, loss_fn=post.model.loss, shapes=shapes)
 
 
+@in_float64
 def potential_fn(post: GibbsPosterior):
-    """U(v) as NumPyro computes it from the compiled model (for checks against the spec)."""
+    """U(v) as NumPyro computes it from the compiled model (for checks against the spec).
+    The returned function runs in float64 too (and so does ``jax.grad`` of it, when called
+    inside ``jax.enable_x64(True)``)."""
     from numpyro.infer.util import potential_energy
 
     model = model_for(post)
     args = posterior_args(post)
 
+    @in_float64
     def U(params: dict[str, Any]) -> jax.Array:
-        return potential_energy(model, (args,), {}, {k: jnp.asarray(v) for k, v in params.items()})
+        z = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in params.items()}
+        return potential_energy(model, (args,), {}, z)
 
     return U
 

@@ -21,6 +21,8 @@ import numpy as np
 
 from pplpatterning.model import Model
 
+from .precision import in_float64
+
 __all__ = ["model_from_jax"]
 
 
@@ -47,18 +49,26 @@ class _JaxLoss:
         if "torch" in getattr(xp, "__name__", ""):
             raise TypeError("This model wraps a JAX function and runs on the numpyro backend only; "
                             "use backend='numpyro'.")
+        if xp is np:  # the core's NumPy reference values: run the JAX function in float64 too
+            with jax.enable_x64(True):
+                return np.asarray(self._call(params, batch), dtype=np.float64)
+        return self._call(params, batch)
+
+    def _call(self, params, batch):
         tree = jax.tree_util.tree_unflatten(self.treedef, [params[n] for n in self.names])
-        out = self.fn(tree, dict(batch))
-        return np.asarray(out) if xp is np else out
+        return self.fn(tree, dict(batch))
 
 
+@in_float64
 def model_from_jax(per_sample_loss: Callable[[Any, Mapping[str, Any]], Any], params: Any, *,
                    name: str = "jax_model", data_generator=None, lam: float | None = None,
                    multiplicity: int | None = None) -> Model:
     """A :class:`~pplpatterning.Model` from a JAX per-sample loss and a parameter pytree.
 
     ``params`` gives the shapes and the default centre w*. The loss is checked on a tiny
-    probe only when a posterior is built (GibbsPosterior checks one loss per sample).
+    probe only when a posterior is built (GibbsPosterior checks one loss per sample). On
+    NumPy inputs (the core's reference values) the function runs under
+    ``jax.enable_x64(True)``, so those values are float64 whatever the global setting.
     """
     if not callable(per_sample_loss):
         raise TypeError(f"`per_sample_loss` must be callable, got {type(per_sample_loss).__name__}.")
