@@ -95,7 +95,10 @@ def test_potentials_and_gradients_agree(name):
 # ------------------------------------------------------------------ λ̂ parity
 PARITY_CASES = {
     # model, γ: MALA with localization mixes well on these singular posteriors (R-hat < 1.01)
-    "product": dict(gamma=4.0),
+    # y = a·b·x: a chain occasionally runs out along the a·b ridges, so its MCSE has heavy tails
+    # across seeds (Pyro 0.006-0.025 at 4×2000 draws, thinning 2); 4× the steps keep the
+    # comparison's error bar below 6 % of λ̂.
+    "product": dict(gamma=4.0, num_draws=4000, thinning=4),
     "rrr": dict(gamma=2.0),
     "dln": dict(gamma=2.0),
 }
@@ -105,11 +108,12 @@ PARITY_CASES = {
 @pytest.mark.parametrize("name", sorted(PARITY_CASES))
 def test_llc_agrees_across_backends(name):
     model = get_model(name)
-    post = pp.GibbsPosterior(model, model.generate(500, seed=0), gamma=PARITY_CASES[name]["gamma"])
+    case = {"num_draws": 2000, "thinning": 2, **PARITY_CASES[name]}
+    post = pp.GibbsPosterior(model, model.generate(500, seed=0), gamma=case["gamma"])
     est = {}
     for seed, backend in enumerate(("numpyro", "pyro")):
-        tr = pp.sample(post, backend=backend, sampler="mala", num_chains=4, num_draws=2000, num_burnin=1000,
-                       thinning=2, seed=seed, progress_bar=False)
+        tr = pp.sample(post, backend=backend, sampler="mala", num_chains=4, num_draws=case["num_draws"],
+                       num_burnin=1000, thinning=case["thinning"], seed=seed, progress_bar=False)
         est[backend] = pp.llc(tr)
         e = est[backend]
         print(f"{name} {backend}: {e}")
