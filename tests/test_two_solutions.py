@@ -79,27 +79,27 @@ def test_loss_formula_and_both_solutions_fit_every_sample():
 
 def test_loss_and_observables_agree_across_numpy_jax_torch():
     jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     import torch
     import array_api_compat.torch as xt
 
-    model = two_solutions(p=0.6, noise=0.3)
-    data = model.generate(30, seed=1)
-    params = {"a": 0.8, "b": -0.35}
-    ref = model.per_sample_loss_numpy(params, data)
-    consts = dict(model.consts)
-    out_j = two_solutions_loss({k: jnp.asarray(v) for k, v in params.items()},
-                               {k: jnp.asarray(v) for k, v in data.items()},
-                               {k: jnp.asarray(v) for k, v in consts.items()}, jnp)
-    out_t = two_solutions_loss({k: torch.tensor(v, dtype=torch.float64) for k, v in params.items()},
-                               {k: torch.from_numpy(np.array(v)) for k, v in data.items()},
-                               {k: torch.from_numpy(np.array(v)) for k, v in consts.items()}, xt)
-    np.testing.assert_allclose(np.asarray(out_j), ref, rtol=1e-13)
-    np.testing.assert_allclose(out_t.numpy(), ref, rtol=1e-13)
-    for fn, want in ((on_solution_a, 1.0), (on_solution_b, 0.0)):
-        assert float(fn({k: jnp.asarray(v) for k, v in params.items()}, jnp)) == want
-        assert float(fn({k: torch.tensor(v, dtype=torch.float64) for k, v in params.items()}, xt)) == want
+    with jax.enable_x64(True):  # float64 JAX arrays for this check only, as the backend does
+        model = two_solutions(p=0.6, noise=0.3)
+        data = model.generate(30, seed=1)
+        params = {"a": 0.8, "b": -0.35}
+        ref = model.per_sample_loss_numpy(params, data)
+        consts = dict(model.consts)
+        out_j = two_solutions_loss({k: jnp.asarray(v) for k, v in params.items()},
+                                   {k: jnp.asarray(v) for k, v in data.items()},
+                                   {k: jnp.asarray(v) for k, v in consts.items()}, jnp)
+        out_t = two_solutions_loss({k: torch.tensor(v, dtype=torch.float64) for k, v in params.items()},
+                                   {k: torch.from_numpy(np.array(v)) for k, v in data.items()},
+                                   {k: torch.from_numpy(np.array(v)) for k, v in consts.items()}, xt)
+        np.testing.assert_allclose(np.asarray(out_j), ref, rtol=1e-13)
+        np.testing.assert_allclose(out_t.numpy(), ref, rtol=1e-13)
+        for fn, want in ((on_solution_a, 1.0), (on_solution_b, 0.0)):
+            assert float(fn({k: jnp.asarray(v) for k, v in params.items()}, jnp)) == want
+            assert float(fn({k: torch.tensor(v, dtype=torch.float64) for k, v in params.items()}, xt)) == want
 
 
 @pytest.mark.parametrize("kwargs", [{"p": 0.0}, {"p": 1.0}, {"p": -0.2}, {"noise": -1.0}, {"sigma": 0.0},

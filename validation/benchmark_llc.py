@@ -62,7 +62,8 @@ def devinterp(workload: str) -> dict:
 def ours(workload: str, backend: str, cache_dir: str, steady: bool) -> dict:
     cmd = [str(OUR_PY), str(ROOT / "validation" / "bench_ours.py"), "--workload", workload, "--backend", backend]
     return _run_json(cmd + (["--steady"] if steady else []),
-                     env={"JAX_COMPILATION_CACHE_DIR": cache_dir, "PPLPATTERNING_JAX_CACHE": "1"})
+                     env={"JAX_COMPILATION_CACHE_DIR": cache_dir, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
 
 
 def main(argv=None) -> int:
