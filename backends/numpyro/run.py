@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import NUTS
 
+from pplpatterning.draw_evaluation import Evaluation, evaluation_failure, incomplete_reason, join_draw_blocks
 from pplpatterning.posterior import GibbsPosterior
 from pplpatterning.probes import ProbePlan, dataset_losses, sample_losses
 from pplpatterning.samplers import SamplerSettings
@@ -132,47 +133,16 @@ def _evaluate_chunk(flat_z, thin_z, args: PosteriorArgs, pargs: ProbeArgs, *, lo
     return per_draw, per_sample
 
 
-class Evaluation(NamedTuple):
-    """The values of the kept draws, (chain, draw, ...) each; NaN from draw ``failed_at`` on
-    when the evaluation failed, and ``failure`` = "evaluation failed at draw K: ExcType: msg"."""
-
-    loss: np.ndarray | None
-    delta: np.ndarray | None
-    observables: dict[str, np.ndarray]
-    dataset_losses: dict[str, np.ndarray]
-    per_sample: np.ndarray | None  # (chain, thinned draw, sample)
-    failed_at: int | None = None
-    failure: str | None = None
-
-
-def describe_exception(exc: BaseException) -> str:
-    """"ExcType: message", one line. JAX re-raises an exception from inside a callback with
-    the whole traceback as its message; its last line is the original "ExcType: message"."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    name = type(exc).__name__
-    if not lines:
-        return name
-    msg = lines[-1] if len(lines) > 1 and any("Traceback" in ln for ln in lines) else " ".join(lines)
-    msg = msg[:500]
-    return msg if msg.startswith(f"{name}: ") else f"{name}: {msg}"
-
-
 def _gather(samples: dict, idx: np.ndarray, C: int) -> dict:
     """The draws ``idx`` of every chain, flattened chain-major: {name: (C·len(idx), ...)}."""
     return {k: np.asarray(v)[:, idx].reshape((C * idx.size,) + v.shape[2:]) for k, v in samples.items()}
 
 
 def _join(parts: list, C: int, total: int, step: int, tail: tuple[int, ...] = ()) -> np.ndarray:
-    """Chunks of (C·step, ...) values → (C, total, ...), the padding of the last chunk dropped
-    and NaN (as float64) where no chunk was evaluated."""
+    """Chunks of (C·step, ...) values → (C, total, ...): the padding of the last chunk
+    dropped, NaN where no chunk was evaluated."""
     blocks = [np.asarray(p).reshape((C, step) + np.shape(p)[1:]) for p in parts]
-    got = np.concatenate(blocks, axis=1)[:, :total] if blocks else None
-    if got is not None and got.shape[1] == total:
-        return got
-    out = np.full((C, total) + (got.shape[2:] if got is not None else tail), np.nan)
-    if got is not None:
-        out[:, :got.shape[1]] = got
-    return out
+    return join_draw_blocks(blocks, C, total, tail)
 
 
 @in_float64
@@ -206,7 +176,7 @@ def evaluate_draws(post: GibbsPosterior, samples: dict, args: PosteriorArgs, obs
             thin = _gather(samples, idx[::s], C) if per_sample else {}
             parts.append(jax.device_get(_evaluate_chunk(_gather(samples, idx, C), thin, args, pargs, **statics)))
         except (Exception, KeyboardInterrupt) as exc:  # keep the evaluated prefix, say why
-            failed_at, failure = a, f"evaluation failed at draw {a}: {describe_exception(exc)}"
+            failed_at, failure = a, evaluation_failure(a, exc)
             break
     join = partial(_join, C=C, total=D, step=step)
     loss = delta = None
@@ -259,12 +229,7 @@ def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict
     if probes is not None:
         groups = probes.assemble(dataset_losses=ev.dataset_losses, per_sample=ev.per_sample, num_draws=done)
     t_done = time.perf_counter()
-    if ev.failure is not None:
-        warnings.warn(f"After sampling, {ev.failure}. The trace keeps all {done} draws' parameters "
-                      f"(even with keep_params=False) and marks the run incomplete; the evaluated values "
-                      f"(loss, observables, probes) are NaN from draw {ev.failed_at} on.",
-                      RuntimeWarning, stacklevel=4)
-        reason = ev.failure if reason is None else f"{reason}; {ev.failure}"
+    reason = incomplete_reason(reason, ev, done)
 
     stats = {"loss": loss, "loss_delta": delta, **extra}
     attrs = run_attrs(post, settings, backend="numpyro", dtype=str(args.n_beta.dtype),

@@ -19,11 +19,11 @@ from __future__ import annotations
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from pplpatterning.draw_evaluation import Evaluation, evaluation_failure, incomplete_reason, join_draw_blocks
 from pplpatterning.posterior import GibbsPosterior
 from pplpatterning.probes import ProbePlan, dataset_losses, sample_losses
 from pplpatterning.samplers import SamplerSettings
@@ -131,38 +131,6 @@ def evaluate_at_centre(post: GibbsPosterior, fn) -> np.ndarray:
     return np.asarray(out[0], dtype=np.float64)
 
 
-@dataclass
-class Evaluation:
-    """The values of the kept draws, ``(C, D, ...)`` each; NaN from draw ``failed_at`` on.
-
-    ``failure`` is "evaluation failed at draw K: ExcType: msg" when the evaluation raised.
-    """
-
-    loss: np.ndarray | None
-    delta: np.ndarray | None
-    observables: dict[str, np.ndarray]
-    dataset_losses: dict[str, np.ndarray]
-    per_sample: np.ndarray | None
-    failed_at: int | None = None
-    failure: str | None = None
-
-
-def _join(parts: list[np.ndarray], C: int, total: int, tail: tuple[int, ...] = ()) -> np.ndarray:
-    """Blocks ``(C, D_b, ...)`` joined along draws; NaN-padded (as float64) to ``total`` draws."""
-    got = np.concatenate(parts, axis=1) if parts else None
-    if got is not None and got.shape[1] == total:
-        return got
-    out = np.full((C, total) + (got.shape[2:] if got is not None else tail), np.nan)
-    if got is not None:
-        out[:, :got.shape[1]] = got
-    return out
-
-
-def _describe(exc: BaseException) -> str:
-    msg = str(exc)
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
-
-
 def evaluate_in_blocks(tp: TorchPosterior, z: torch.Tensor, observables: dict, *, with_loss: bool = True,
                        datasets: dict[str, dict[str, torch.Tensor]] | None = None,
                        per_sample_batch: dict[str, torch.Tensor] | None = None,
@@ -185,18 +153,18 @@ def evaluate_in_blocks(tp: TorchPosterior, z: torch.Tensor, observables: dict, *
             sel = thin[(thin >= a) & (thin < b)]
             ps = evaluate_per_sample(tp, z[:, sel], per_sample_batch) if sel.size else None
         except (Exception, KeyboardInterrupt) as exc:  # keep the evaluated prefix, say why
-            failed_at, failure = a, f"evaluation failed at draw {a}: {_describe(exc)}"
+            failed_at, failure = a, evaluation_failure(a, exc)
             break
         parts.append(part)
         if ps is not None:
             ps_parts.append(ps)
     loss = delta = None
     if with_loss:
-        loss = _join([p[0] for p in parts], C, D)
-        delta = _join([p[1] for p in parts], C, D)
-    obs = {k: _join([p[2][k] for p in parts], C, D) for k in sorted(observables)}
-    means = {k: _join([p[3][k] for p in parts], C, D) for k in sorted(datasets)}
-    per_sample = _join(ps_parts, C, thin.size, (ps_rows,)) if per_sample_batch is not None else None
+        loss = join_draw_blocks([p[0] for p in parts], C, D)
+        delta = join_draw_blocks([p[1] for p in parts], C, D)
+    obs = {k: join_draw_blocks([p[2][k] for p in parts], C, D) for k in sorted(observables)}
+    means = {k: join_draw_blocks([p[3][k] for p in parts], C, D) for k in sorted(datasets)}
+    per_sample = join_draw_blocks(ps_parts, C, thin.size, (ps_rows,)) if per_sample_batch is not None else None
     return Evaluation(loss, delta, obs, means, per_sample, failed_at, failure)
 
 
@@ -265,13 +233,7 @@ def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict
     loss, delta = (extra["minibatch_loss"], extra["minibatch_loss_delta"]) if minibatch else (ev.loss, ev.delta)
     t_done = time.perf_counter()
 
-    reason = run.stop_reason
-    if ev.failure is not None:
-        warnings.warn(f"After sampling, {ev.failure}. The trace keeps all {D} draws' parameters "
-                      f"(even with keep_params=False) and marks the run incomplete; the evaluated values "
-                      f"(loss, observables, probes) are NaN from draw {ev.failed_at} on.",
-                      RuntimeWarning, stacklevel=3)
-        reason = ev.failure if reason is None else f"{reason}; {ev.failure}"
+    reason = incomplete_reason(run.stop_reason, ev, D)
     keep = keep_params or ev.failure is not None
     samples = {name: a.numpy() for name, a in tp.unflatten(z).items()} if keep else {}
     stats = {"loss": loss, "loss_delta": delta, **extra}
