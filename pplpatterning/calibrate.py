@@ -64,7 +64,7 @@ import pandas as pd
 import xarray as xr
 from tqdm import tqdm
 
-from .comparison import finite_target
+from .comparison import target_or_none
 from .convergence import series_mcse
 from .diagnostics import diagnose
 from .posterior import GibbsPosterior
@@ -263,14 +263,6 @@ def _log_q_rows(b: np.ndarray, a: np.ndarray, grad_a: np.ndarray, var: np.ndarra
 
 
 # -------------------------------------------------------------------- calibration
-def _target_or_none(post: GibbsPosterior) -> float | None:
-    """The exact finite-nβ target, or None when unknown or when computing it fails."""
-    try:
-        return finite_target(post)
-    except Exception:  # an unknown target does not stop a calibration
-        return None
-
-
 @dataclass(frozen=True)
 class Calibration:
     """The result of :func:`calibrate`.
@@ -433,7 +425,7 @@ def calibrate(
     posts = {(nb, g): posterior.with_(n_beta=nb, gamma=g) for nb in nbs for g in gms}
     get_backend(backend)
 
-    targets = {key: _target_or_none(post) for key, post in posts.items()}
+    targets = {key: target_or_none(post) for key, post in posts.items()}
     sample_kw = dict(num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size,
                      thinning=thinning, **options)
     rows = []

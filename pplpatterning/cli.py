@@ -281,13 +281,9 @@ def _build_posterior(a: argparse.Namespace):
 
 
 def _target(post) -> float | None:
-    """The exact finite-nβ target, or None where unknown or not computable."""
-    from .comparison import finite_target
+    from .comparison import target_or_none  # lazy: keeps `--help` light
 
-    try:
-        return finite_target(post)
-    except Exception:  # a target that cannot be computed is reported as unknown
-        return None
+    return target_or_none(post)
 
 
 def _fmt(x: float | None, spec: str = ".4f") -> str:

@@ -37,6 +37,14 @@ def finite_target(post: GibbsPosterior) -> float | None:
     return None if value is None else float(value)
 
 
+def target_or_none(post: GibbsPosterior) -> float | None:
+    """:func:`finite_target`, with a target that cannot be computed reported as unknown (None)."""
+    try:
+        return finite_target(post)
+    except Exception:  # an unknown target does not stop a run or a sweep
+        return None
+
+
 def trace_row(trace, target: float | None, wall_s: float) -> dict[str, Any]:
     """The estimate columns of one row, judged by ``diagnose(trace, target=target)``."""
     diag = diagnose(trace, target=target)

@@ -171,7 +171,7 @@ def test_stuck_and_off_target_rows_do_not_pass(regular_post, patched):
 def test_negative_exact_target_is_judged_by_z_not_by_sign(regular_post, patched, monkeypatch):
     import pplpatterning.calibrate as cal_mod
 
-    monkeypatch.setattr(cal_mod, "finite_target", lambda post: -0.3)
+    monkeypatch.setattr(cal_mod, "target_or_none", lambda post: -0.3)
     patched[1e-3] = _fake_trace(regular_post, _iid(-0.3))
     patched[2e-3] = _fake_trace(regular_post, _iid(0.5))
     cal = calibrate(regular_post, "sgld", step_sizes=[1e-3, 2e-3], progress_bar=False)
@@ -180,7 +180,7 @@ def test_negative_exact_target_is_judged_by_z_not_by_sign(regular_post, patched,
     assert t.loc[2e-3]["reasons"] == "off_target"  # λ̂ > 0 but far from the negative target
     assert cal.step_size == pytest.approx(1e-3)
     # Without a target a negative λ̂ is still rejected.
-    monkeypatch.setattr(cal_mod, "finite_target", lambda post: None)
+    monkeypatch.setattr(cal_mod, "target_or_none", lambda post: None)
     cal = calibrate(regular_post, "sgld", step_sizes=[1e-3], progress_bar=False)
     assert cal.table["reasons"].iloc[0] == "negative_llc"
 
