@@ -35,7 +35,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from pplpatterning.model import Model
+from pplpatterning.spec.model import Model
 
 from . import lambdas
 from ._quad2d import finite_target_by_quadrature

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pplpatterning.model import Model
+from pplpatterning.spec.model import Model
 
 from ._validate import nonnegative_int, positive_float, positive_int
 from .lambdas import dln_lambda

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg
 
-from pplpatterning.model import Model
+from pplpatterning.spec.model import Model
 
 from ._validate import finite_vector, positive_float, positive_int, split_point
 from .lambdas import regular_lambda

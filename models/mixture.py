@@ -40,7 +40,7 @@ import math
 
 import numpy as np
 
-from pplpatterning.model import Model
+from pplpatterning.spec.model import Model
 
 from ._quad2d import quadrature_target
 from ._validate import positive_float

@@ -26,7 +26,7 @@ import math
 import numpy as np
 from scipy import special
 
-from pplpatterning.model import Model
+from pplpatterning.spec.model import Model
 
 from ._quad import expectation_1d
 from ._validate import positive_int

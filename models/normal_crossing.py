@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from pplpatterning.model import Model
+from pplpatterning.spec.model import Model
 
 from ._quad import expectation_1d
 from ._quad2d import quadrature_target

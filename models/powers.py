@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pplpatterning.model import Model
+from pplpatterning.spec.model import Model
 
 from ._quad import expectation_1d
 from ._validate import int_exponents, positive_floats, split_point

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pplpatterning.model import Model
+from pplpatterning.spec.model import Model
 
 from ._validate import positive_float
 from .lambdas import normal_crossing_lambda

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pplpatterning.model import Model
+from pplpatterning.spec.model import Model
 
 from ._quad2d import quadrature_target
 from ._validate import positive_float, positive_int

@@ -46,7 +46,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from pplpatterning.model import Model
+from pplpatterning.spec.model import Model
 
 from ._quad2d import adaptive_cubature, quadrature_target
 from ._validate import positive_float

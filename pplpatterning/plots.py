@@ -96,7 +96,7 @@ def plot_principal_directions(pcs: xr.Dataset, path: str | Path, *, title: str |
     Left: each row's (probe's or sample's) scores on PC1 and PC2, labelled when there are
     at most ``max_labels`` rows. Right: the observables' loadings on PC1 and PC2 (the
     directions, unit circle). ``pcs`` is the output of
-    :func:`pplpatterning.response.principal_directions`.
+    :func:`pplpatterning.estimators.response.principal_directions`.
     """
     if not isinstance(pcs, xr.Dataset) or "score" not in pcs or pcs.sizes.get("component", 0) < 2:
         raise ValueError("`pcs` must come from principal_directions with at least two components "
@@ -132,7 +132,7 @@ def plot_principal_directions(pcs: xr.Dataset, path: str | Path, *, title: str |
 
 
 def plot_calibration(result, path: str | Path, title: str | None = None) -> Path:
-    """A step-size calibration (:class:`pplpatterning.calibrate.Calibration`) against ε, log x-axis.
+    """A step-size calibration (:class:`pplpatterning.workflows.calibrate.Calibration`) against ε, log x-axis.
 
     Top: λ̂ ± 2 MCSE per ε (filled markers pass the recommendation rule, hollow ones fail),
     the finite-nβ target where known and the exact λ. Bottom: MALA acceptance ± 2 se with the

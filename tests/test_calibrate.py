@@ -1,4 +1,4 @@
-"""Step-size calibration (pplpatterning.calibrate) against exact answers.
+"""Step-size calibration (pplpatterning.workflows.calibrate) against exact answers.
 
 On the regular model with full-batch gradients SGLD is the unadjusted Langevin algorithm on
 a Gaussian, whose stationary λ̂ is known exactly for every ε (test_numpyro_exact.py):
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from pplpatterning import GibbsPosterior, sample
-from pplpatterning.calibrate import DEFAULT_THRESHOLD, calibrate, mala_acceptance
-from pplpatterning.cli import main
-from pplpatterning.convergence import series_mcse
+from pplpatterning.workflows.calibrate import DEFAULT_THRESHOLD, calibrate, mala_acceptance
+from pplpatterning.cli.main import main
+from pplpatterning.estimators.convergence import series_mcse
 from pplpatterning.models import get_model
 
 
@@ -110,8 +110,8 @@ def test_mala_acceptance_matches_a_mala_chain(regular_post, backend):
 # ------------------------------------------- the gate: diagnose() findings, exact targets
 def _fake_trace(post, values):
     """A Trace as the backends build it with nβ·ΔL = ``values`` (chain, draw); no sampling."""
-    from pplpatterning.samplers import SamplerSettings
-    from pplpatterning.trace import build_trace, run_attrs
+    from pplpatterning.samplers.settings import SamplerSettings
+    from pplpatterning.trace.build import build_trace, run_attrs
 
     delta = np.asarray(values, dtype=np.float64) / post.n_beta
     settings = SamplerSettings(sampler="sgld", step_size=1e-3, num_chains=delta.shape[0], num_draws=delta.shape[1])
@@ -138,8 +138,8 @@ def _ar(mean, rho=0.995, seed=0):
 @pytest.fixture
 def patched(regular_post, monkeypatch):
     """calibrate() with sampling replaced by the traces in ``patched[ε]`` and acceptance 0.99."""
-    import pplpatterning.calibrate as cal_mod
-    from pplpatterning.calibrate import AcceptanceEstimate
+    import pplpatterning.workflows.calibrate as cal_mod
+    from pplpatterning.workflows.calibrate import AcceptanceEstimate
 
     traces: dict[float, object] = {}
     monkeypatch.setattr(cal_mod, "sample", lambda post, **kw: traces[kw["step_size"]])
@@ -169,7 +169,7 @@ def test_stuck_and_off_target_rows_do_not_pass(regular_post, patched):
 
 
 def test_negative_exact_target_is_judged_by_z_not_by_sign(regular_post, patched, monkeypatch):
-    import pplpatterning.calibrate as cal_mod
+    import pplpatterning.workflows.calibrate as cal_mod
 
     monkeypatch.setattr(cal_mod, "target_or_none", lambda post: -0.3)
     patched[1e-3] = _fake_trace(regular_post, _iid(-0.3))
@@ -198,7 +198,7 @@ def test_progress_bar_over_the_sweep(regular_post, patched, capsys):
 
 # ------------------------------------------------------------------- bad input
 def test_calibrate_rejects_bad_input_before_sampling(regular_post, monkeypatch):
-    import pplpatterning.calibrate as cal_mod
+    import pplpatterning.workflows.calibrate as cal_mod
 
     def no_sampling(*args, **kwargs):
         raise AssertionError("sampled before validating the arguments")

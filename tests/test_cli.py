@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pplpatterning import load_trace
-from pplpatterning.cli import EXIT_FINDINGS, EXIT_OK, main
+from pplpatterning.cli.main import EXIT_FINDINGS, EXIT_OK, main
 
 FAST = ["--draws", "300", "--burnin", "200", "--no-progress", "--n", "200"]
 

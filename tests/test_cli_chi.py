@@ -6,8 +6,8 @@ import re
 import pandas as pd
 import pytest
 
-import pplpatterning.sampling as sampling
-from pplpatterning.cli import main
+import pplpatterning.sampling.core as sampling
+from pplpatterning.cli.main import main
 
 FAST = ["--model", "regular", "--n", "100", "--draws", "300", "--burnin", "200", "--no-progress", "--gamma", "5"]
 

@@ -4,7 +4,7 @@
 - exit codes (C6): 3 incomplete (what was sampled still saved), 4 findings, 0 healthy; every
   --json output carries incomplete / incomplete_reason / findings;
 - `compare --exclude`, `--strict`; help text and defaults on every flag; `pplpatterning models`;
-- `import pplpatterning.cli` loads none of xarray/pandas/matplotlib/scipy/JAX/torch.
+- `import pplpatterning.cli.main` loads none of xarray/pandas/matplotlib/scipy/JAX/torch.
 
 Runs are synthetic Traces (trace.build_trace + run_attrs) put in place of the sampling call,
 so the exit codes are tested against exactly known draws, in well under a second each.
@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 
 import pplpatterning
-import pplpatterning.comparison as comparison
+import pplpatterning.workflows.compare as comparison
 import pplpatterning.models as zoo
-import pplpatterning.sampling as sampling
-from pplpatterning import cli
-from pplpatterning.cli import EXIT_FINDINGS, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, main
-from pplpatterning.samplers import SamplerSettings
-from pplpatterning.trace import build_trace, load_trace, run_attrs
+import pplpatterning.sampling.core as sampling
+from pplpatterning.cli import main as cli
+from pplpatterning.cli.main import EXIT_FINDINGS, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, main
+from pplpatterning.samplers.settings import SamplerSettings
+from pplpatterning.trace.build import build_trace, load_trace, run_attrs
 
 FAST = ["--model", "regular", "--n", "100", "--gamma", "0", "--no-progress"]
 
@@ -206,7 +206,7 @@ def test_calibrate_json_has_the_fields(capsys, monkeypatch):
 
     import pandas as pd
 
-    import pplpatterning.calibrate as cal
+    import pplpatterning.workflows.calibrate as cal
 
     table = pd.DataFrame({"step_size": [1e-3, 1e-2], "reasons": ["", "nan,low_acceptance"]})
     fake = types.SimpleNamespace(model="regular", backend="numpyro", sampler="sgld", threshold=0.9, lambda_exact=1.0,
@@ -288,7 +288,7 @@ def test_two_flags_on_one_file(capsys, tmp_path, nothing_runs):
 
 
 def test_validate_out_that_is_a_file(capsys, tmp_path, monkeypatch):
-    import pplpatterning.cli_validate as cv
+    import pplpatterning.cli.validate as cv
 
     monkeypatch.setattr(cv, "load_validation_runner", lambda root: pytest.fail("ran before checking --out"))
     path = tmp_path / "report"
@@ -372,16 +372,16 @@ HEAVY = ("xarray", "pandas", "arviz_base", "arviz_stats", "matplotlib", "scipy",
 
 
 def test_the_cli_imports_nothing_heavy():
-    code = ("import sys, pplpatterning.cli as c; c.build_parser(); "
+    code = ("import sys, pplpatterning.cli.main as c; c.build_parser(); "
             f"heavy = [m for m in {HEAVY!r} if m in sys.modules]; assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
 
 
 def test_lazy_package_keeps_every_public_name():
     code = ("import sys, pplpatterning as pp; assert 'numpy' not in sys.modules; "
-            "from pplpatterning import *; import pplpatterning.llc, pplpatterning.susceptibility; "
+            "from pplpatterning import *; import pplpatterning.estimators.llc, pplpatterning.estimators.susceptibility; "
             "assert callable(pp.llc) and callable(pp.susceptibility), (pp.llc, pp.susceptibility); "
-            "assert pp.llc.__module__ == 'pplpatterning.llc'; "
+            "assert pp.llc.__module__ == 'pplpatterning.estimators.llc'; "
             "assert all(getattr(pp, n) is globals()[n] for n in pp.__all__)")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert set(pplpatterning.__all__) <= set(dir(pplpatterning))

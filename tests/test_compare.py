@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pplpatterning import GibbsPosterior, compare
-from pplpatterning.cli import main
+from pplpatterning.cli.main import main
 from pplpatterning.models import get_model
 from pplpatterning.plots import plot_comparison
 
@@ -52,7 +52,7 @@ def test_validation_before_any_run(post):
 
 
 def test_a_failing_run_keeps_its_row(post, monkeypatch):
-    import pplpatterning.comparison as cmp
+    import pplpatterning.workflows.compare as cmp
 
     real = cmp.sample
 
@@ -83,8 +83,8 @@ def test_cli_compare_json_csv_plot(capsys, tmp_path):
 # ------------------------------------------- rows judged by diagnose(trace, target=...)
 def _fake_trace(post, mean, *, incomplete_reason=None, seed=0):
     """A Trace as the backends build it, whose λ̂ ≈ mean ± 0.2/√2000 (no sampling)."""
-    from pplpatterning.samplers import SamplerSettings
-    from pplpatterning.trace import build_trace, run_attrs
+    from pplpatterning.samplers.settings import SamplerSettings
+    from pplpatterning.trace.build import build_trace, run_attrs
 
     delta = (mean + 0.2 * np.random.default_rng(seed).normal(size=(4, 500))) / post.n_beta
     attrs = run_attrs(post, SamplerSettings(num_chains=4, num_draws=500), backend="numpyro", dtype="float64",
@@ -94,7 +94,7 @@ def _fake_trace(post, mean, *, incomplete_reason=None, seed=0):
 
 
 def test_off_target_row_has_off_target_in_problems(post):
-    from pplpatterning.comparison import trace_row
+    from pplpatterning.workflows.compare import trace_row
 
     row = trace_row(_fake_trace(post, 1.2), target=1.0, wall_s=2.0)  # z ≈ 0.2 / 0.0045 ≈ +45
     assert row["z"] > 3 and row["problems"].split(",")[0] == "off_target" and row["incomplete"] is False
@@ -104,7 +104,7 @@ def test_off_target_row_has_off_target_in_problems(post):
 
 
 def test_compare_marks_off_target_and_incomplete_rows_and_excludes_pairs(post, monkeypatch, tmp_path):
-    import pplpatterning.comparison as cmp
+    import pplpatterning.workflows.compare as cmp
     import pplpatterning.plots as plots
 
     fakes = {"nuts": _fake_trace(post, 1.0), "mala": _fake_trace(post, 1.2),

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import pplpatterning.sampling as sampling
+import pplpatterning.sampling.core as sampling
 from pplpatterning import GibbsPosterior, Model, Probes, SamplerSettings, sample
-from pplpatterning.observables import component_loss
-from pplpatterning.samplers import OPTION_CHECKS, SAMPLERS, SEED_LIMIT
+from pplpatterning.spec.observables import component_loss
+from pplpatterning.samplers.settings import OPTION_CHECKS, SAMPLERS, SEED_LIMIT
 
 
 @pytest.fixture
@@ -254,7 +254,7 @@ def test_token_ids_reach_the_backend_as_integers(backend):
 
 
 def full_loss_of(post):
-    from pplpatterning.observables import full_loss
+    from pplpatterning.spec.observables import full_loss
 
     return full_loss(post)
 

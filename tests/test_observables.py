@@ -6,7 +6,7 @@ import pytest
 
 from pplpatterning import GibbsPosterior, sample
 from pplpatterning.models import get_model
-from pplpatterning.observables import component_loss, full_loss, param, validate_observables
+from pplpatterning.spec.observables import component_loss, full_loss, param, validate_observables
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_param_observable(dln_post):
      "built for model 'product'"),
 ])
 def test_invalid_observables_fail_before_compiling(dln_post, monkeypatch, make, message):
-    import pplpatterning.sampling as sampling
+    import pplpatterning.sampling.core as sampling
 
     monkeypatch.setattr(sampling, "get_backend", lambda name: pytest.fail("reached the backend"))
     with pytest.raises((ValueError, TypeError), match=message):

@@ -16,11 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.optimize import lsq_linear
 
-import pplpatterning.sampling as sampling
+import pplpatterning.sampling.core as sampling
 from pplpatterning import GibbsPosterior
-from pplpatterning.cli import main
+from pplpatterning.cli.main import main
 from pplpatterning.models import get_model
-from pplpatterning.patterning import PatternPlan, bounded_ridge_lstsq, pattern, verify
+from pplpatterning.patterning.pattern import PatternPlan, bounded_ridge_lstsq, pattern, verify
 
 OBS = ["a", "b", "c", "d"]
 

@@ -18,9 +18,9 @@ import xarray as xr
 
 from pplpatterning import GibbsPosterior, Probes, attribution, sample
 from pplpatterning.models import get_model
-from pplpatterning.observables import full_loss, param
-from pplpatterning.patterning import pattern, verify
-from pplpatterning.patterning_verify import prediction_from_trace
+from pplpatterning.spec.observables import full_loss, param
+from pplpatterning.patterning.pattern import pattern, verify
+from pplpatterning.patterning.verify import prediction_from_trace
 
 D, N = 3, 100
 

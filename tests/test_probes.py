@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import pplpatterning.sampling as sampling
+import pplpatterning.sampling.core as sampling
 from pplpatterning import GibbsPosterior, Probes, attribution, load_trace, sample, save_trace, susceptibility
 from pplpatterning.models import get_model
-from pplpatterning.observables import full_loss, param
-from pplpatterning.probes import MEMORY_COPIES, ProbeMemoryError, check_memory
+from pplpatterning.spec.observables import full_loss, param
+from pplpatterning.spec.probes import MEMORY_COPIES, ProbeMemoryError, check_memory
 
 
 @pytest.fixture(scope="module")

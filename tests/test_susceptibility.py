@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from pplpatterning import (attribution, component_susceptibility, load_trace, principal_directions,
                            response_matrix, save_trace, susceptibility)
 from pplpatterning.plots import plot_principal_directions
-from pplpatterning.probes import ProbePlan
-from pplpatterning.trace import build_trace
+from pplpatterning.spec.probes import ProbePlan
+from pplpatterning.trace.build import build_trace
 
 EPS = np.finfo(np.float64).eps
 
@@ -239,7 +239,7 @@ def test_clear_errors():
 def test_row_chunking_gives_identical_results(monkeypatch):
     import sys
 
-    module = sys.modules["pplpatterning.susceptibility"]
+    module = sys.modules["pplpatterning.estimators.susceptibility"]
     rng = np.random.default_rng(7)
     phi = xr.DataArray(rng.normal(size=(2, 300, 2)), dims=("chain", "draw", "observable"),
                        coords={"observable": ["a", "b"]})

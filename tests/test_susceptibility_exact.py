@@ -20,10 +20,10 @@ import pytest
 from scipy.stats import chi2
 
 from pplpatterning import GibbsPosterior, Probes, attribution, component_susceptibility, sample, susceptibility
-from pplpatterning.convergence import series_stats
+from pplpatterning.estimators.convergence import series_stats
 from pplpatterning.models import get_model
 from pplpatterning.models._quad import expectation_1d
-from pplpatterning.observables import component_loss, full_loss, param
+from pplpatterning.spec.observables import component_loss, full_loss, param
 
 pytestmark = pytest.mark.slow
 

@@ -165,7 +165,7 @@ def test_lambda_one_third_exact_at_gamma_zero_and_the_limit_of_cubature():
 @pytest.mark.slow
 def test_nuts_mass_fraction_matches_exact():
     from pplpatterning import sample
-    from pplpatterning.convergence import series_stats
+    from pplpatterning.estimators.convergence import series_stats
 
     model = two_solutions(p=0.7)
     post = GibbsPosterior(model, model.generate(1000, seed=0), centre=DEMO_CENTRE, gamma=8.0, n_beta=1000.0)

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 
 from pplpatterning import GibbsPosterior
-from pplpatterning.cli import main
-from pplpatterning.cli_validate import load_validation_runner
+from pplpatterning.cli.main import main
+from pplpatterning.cli.validate import load_validation_runner
 from pplpatterning.models import MODELS, get_model
-from pplpatterning.samplers import SAMPLERS
+from pplpatterning.samplers.settings import SAMPLERS
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +190,8 @@ def test_cli_validate_rejects_unknown_case(capsys):
 
 # ------------------------------------------------- findings: diagnose(trace, target=...)
 def _fake_trace(post, mean, incomplete_reason=None):
-    from pplpatterning.samplers import SamplerSettings
-    from pplpatterning.trace import build_trace, run_attrs
+    from pplpatterning.samplers.settings import SamplerSettings
+    from pplpatterning.trace.build import build_trace, run_attrs
 
     x = np.random.default_rng(0).normal(size=(4, 1000))
     delta = (mean + 0.2 * (x - x.mean())) / post.n_beta  # λ̂ = mean exactly, MCSE ≈ 0.2/√4000

@@ -35,7 +35,7 @@ def _rss_mb() -> float:
 def run(mode: str, sampler: str, per_sample: int, thinning: int, draws: int, repeats: int) -> dict:
     from pplpatterning import GibbsPosterior, Probes, attribution, llc, sample, susceptibility
     from pplpatterning.models import get_model
-    from pplpatterning.observables import component_loss, full_loss
+    from pplpatterning.spec.observables import component_loss, full_loss
 
     model = get_model("dln", widths=(4, 8, 8, 4), r=2)
     data = model.generate(1000, seed=0)

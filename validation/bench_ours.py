@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     t_imp = time.perf_counter()
     import pplpatterning  # noqa: F401
     import pplpatterning.models  # noqa: F401
-    from pplpatterning.sampling import get_backend
+    from pplpatterning.sampling.core import get_backend
 
     get_backend(a.backend)
     import_s = time.perf_counter() - t_imp

@@ -106,7 +106,7 @@ def baseline(post, *, seed: int, kw: dict):
 def run_request(post, trace, chi, change: float, *, nonnegative: bool, seed: int, kw: dict,
                 exact: bool = True) -> tuple[dict, object, object]:
     """pattern + verify for one request; returns (row, plan, verification)."""
-    from pplpatterning.patterning import pattern, verify
+    from pplpatterning.patterning.pattern import pattern, verify
 
     t0 = time.perf_counter()
     plan = pattern(chi, {"A": change}, nonnegative=nonnegative, n=post.n)

@@ -9,7 +9,7 @@
 Each row samples one posterior (validation/settings.py: the model, its data, nβ, γ, and the
 sampler settings, with the reasons for each number) and records λ̂ ± MCSE, R-hat, ESS, wall
 time, the exact λ, the exact finite-nβ target E[λ̂] where known, z = (λ̂ - target)/MCSE,
-the MALA acceptance of the SG samplers' ε (pplpatterning.calibrate), the check the row
+the MALA acceptance of the SG samplers' ε (pplpatterning.workflows.calibrate), the check the row
 must pass (settings.py), and ``problems``: the error/warning codes of
 ``diagnose(trace, target=target)`` (``off_target`` when |z| > 3, ``stuck_chain``,
 ``incomplete``, ``rhat``, ...), shown in the report's table and drawn red in its figure.
@@ -56,11 +56,11 @@ def _load_settings():
 S = _load_settings()
 
 from pplpatterning import GibbsPosterior, diagnose, sample  # noqa: E402
-from pplpatterning.calibrate import mala_acceptance  # noqa: E402
-from pplpatterning.diagnostics import OFF_TARGET_Z  # noqa: E402
-from pplpatterning.comparison import finite_target  # noqa: E402
+from pplpatterning.workflows.calibrate import mala_acceptance  # noqa: E402
+from pplpatterning.estimators.diagnose import OFF_TARGET_Z  # noqa: E402
+from pplpatterning.workflows.compare import finite_target  # noqa: E402
 from pplpatterning.models import get_model  # noqa: E402
-from pplpatterning.samplers import SG_SAMPLERS  # noqa: E402
+from pplpatterning.samplers.settings import SG_SAMPLERS  # noqa: E402
 
 __all__ = ["null_data", "rrr_null_target", "rrr_side_integral", "build_posterior", "reference_target", "plan", "run_row", "run_rows",
            "run_curves", "check_rows", "write_report", "run_validation", "main", "ROW_COLUMNS"]
@@ -368,8 +368,8 @@ def write_report(table: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path,
         "Checks (validation/settings.py): **target** = |λ̂ - E[λ̂]| ≤ 4 MCSE against the exact finite-nβ target; "
         f"**lambda15** = |λ̂/λ - 1| ≤ {S.LAMBDA_TOLERANCE:g}; **report** = no assertion. Every row must also have "
         f"R-hat ≤ {S.R_HAT_MAX}. z = (λ̂ - target)/MCSE. MALA acc. = acceptance of the SG sampler's ε at its draws "
-        "(pplpatterning.calibrate). Findings = diagnose(trace, target=target)'s error and warning codes "
-        f"(off_target: |z| > {OFF_TARGET_Z:g}; see pplpatterning.diagnostics); rows with a finding are red in the "
+        "(pplpatterning.workflows.calibrate). Findings = diagnose(trace, target=target)'s error and warning codes "
+        f"(off_target: |z| > {OFF_TARGET_Z:g}; see pplpatterning.estimators.diagnose); rows with a finding are red in the "
         "figure and marked ⚠ in the table.",
         "",
         "## Cases",

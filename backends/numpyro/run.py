@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import NUTS
 
-from pplpatterning.draw_evaluation import Evaluation, evaluation_failure, incomplete_reason, join_draw_blocks
-from pplpatterning.posterior import GibbsPosterior
-from pplpatterning.probes import ProbePlan, dataset_losses, sample_losses
-from pplpatterning.samplers import SamplerSettings
-from pplpatterning.trace import build_trace, run_attrs
+from pplpatterning.sampling.evaluation import Evaluation, evaluation_failure, incomplete_reason, join_draw_blocks
+from pplpatterning.spec.posterior import GibbsPosterior
+from pplpatterning.spec.probes import ProbePlan, dataset_losses, sample_losses
+from pplpatterning.samplers.settings import SamplerSettings
+from pplpatterning.trace.build import build_trace, run_attrs
 
 from .driver import run_segmented
 from .kernels import KERNELS
@@ -194,12 +194,12 @@ def evaluate_draws(post: GibbsPosterior, samples: dict, args: PosteriorArgs, obs
 @in_float64
 def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict, keep_params: bool = True,
            probes: ProbePlan | None = None):
-    """Sample ``post`` with NumPyro and return a Trace (see pplpatterning.trace).
+    """Sample ``post`` with NumPyro and return a Trace (see pplpatterning.trace.build).
 
     Runs in float64 inside ``jax.enable_x64(True)`` (the process's JAX configuration is left
     as it was; attrs ``dtype`` records the precision). ``probes`` (validated by
     ``pplpatterning.sample``) adds the ``probe_losses`` and ``per_sample_losses`` groups
-    (see pplpatterning.probes).
+    (see pplpatterning.spec.probes).
 
     The draws run in up to 20 equal compiled segments (see .driver). If the run stops early
     (Ctrl-C, an error, all chains NaN), the completed draws are returned with attrs

@@ -21,7 +21,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-from pplpatterning.posterior import (
+from pplpatterning.spec.posterior import (
     GibbsPosterior,
     localization_energy,
     per_sample_loss_delta,

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from pplpatterning.model import Model
+from pplpatterning.spec.model import Model
 
 from .precision import in_float64
 

@@ -23,7 +23,7 @@ from pyro.infer.autoguide.initialization import init_to_value
 from pyro.infer.mcmc import HMC, NUTS
 from pyro.infer.mcmc.api import MCMC
 
-from pplpatterning.samplers import SamplerSettings
+from pplpatterning.samplers.settings import SamplerSettings
 
 from .chains import ChainRun, torch_seed
 from .spec import DTYPE, TorchPosterior, gibbs_model

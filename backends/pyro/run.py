@@ -23,11 +23,11 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from pplpatterning.draw_evaluation import Evaluation, evaluation_failure, incomplete_reason, join_draw_blocks
-from pplpatterning.posterior import GibbsPosterior
-from pplpatterning.probes import ProbePlan, dataset_losses, sample_losses
-from pplpatterning.samplers import SamplerSettings
-from pplpatterning.trace import build_trace, run_attrs
+from pplpatterning.sampling.evaluation import Evaluation, evaluation_failure, incomplete_reason, join_draw_blocks
+from pplpatterning.spec.posterior import GibbsPosterior
+from pplpatterning.spec.probes import ProbePlan, dataset_losses, sample_losses
+from pplpatterning.samplers.settings import SamplerSettings
+from pplpatterning.trace.build import build_trace, run_attrs
 
 from .chains import ChainRun, Kernel, run_chains, torch_seed
 from .mala import MALA
@@ -204,10 +204,10 @@ def _run(tp: TorchPosterior, post: GibbsPosterior, settings: SamplerSettings) ->
 
 def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict, keep_params: bool = True,
            probes: ProbePlan | None = None):
-    """Sample ``post`` with Pyro/PyTorch and return a Trace (see pplpatterning.trace).
+    """Sample ``post`` with Pyro/PyTorch and return a Trace (see pplpatterning.trace.build).
 
     ``probes`` (validated by ``pplpatterning.sample``) adds the ``probe_losses`` and
-    ``per_sample_losses`` groups (see pplpatterning.probes)."""
+    ``per_sample_losses`` groups (see pplpatterning.spec.probes)."""
     t_start = time.perf_counter()
     observables = dict(observables or {})
     tp = torch_posterior(post)

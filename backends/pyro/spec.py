@@ -1,7 +1,7 @@
 """Compile a GibbsPosterior to float64 torch tensors, a Pyro model and a vectorised potential.
 
 Two routes to the same potential U(v) = nβ L^ρ(u*, v) + (γ/2)||v - v*||² (the functions
-of :mod:`pplpatterning.posterior`, never rewritten here):
+of :mod:`pplpatterning.spec.posterior`, never rewritten here):
 
 - :func:`gibbs_model`: a Pyro model (improper-flat sample sites plus two ``pyro.factor``
   terms) for Pyro's own NUTS and HMC;
@@ -27,7 +27,7 @@ import array_api_compat.torch as xp_torch
 import numpy as np
 import torch
 
-from pplpatterning.posterior import (
+from pplpatterning.spec.posterior import (
     GibbsPosterior,
     localization_energy,
     per_sample_loss_delta,

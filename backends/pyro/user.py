@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pplpatterning.model import Model
+from pplpatterning.spec.model import Model
 
 from .spec import DTYPE, _as_data_tensor, _as_tensor
 

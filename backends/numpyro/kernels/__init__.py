@@ -2,7 +2,7 @@
 
 Each kernel runs under ``numpyro.infer.MCMC``; chains are vectorised by the kernel itself
 (as NumPyro's HMC does) when ``MCMC(..., chain_method="vectorized")`` hands it a batch of
-keys. The potential is the spec's U(v) (pplpatterning.posterior), on minibatches for the
+keys. The potential is the spec's U(v) (pplpatterning.spec.posterior), on minibatches for the
 stochastic-gradient kernels.
 """
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import is_prng_key
 
-from pplpatterning.posterior import localization_energy, per_sample_loss_delta
+from pplpatterning.spec.posterior import localization_energy, per_sample_loss_delta
 
 from ..spec import PosteriorArgs
 

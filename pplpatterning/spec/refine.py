@@ -14,14 +14,14 @@ coefficient", arXiv 2410.02984):
 (the Trace's ``loss_delta`` is then L_{q'}(u*, v) - L_{q'}(w*)). :func:`components`
 builds one weight-restricted posterior per named component, the input of the
 component-restricted susceptibility estimator
-(:func:`pplpatterning.susceptibility.component_susceptibility`).
+(:func:`pplpatterning.estimators.susceptibility.component_susceptibility`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .posterior import GibbsPosterior
+from pplpatterning.spec.posterior import GibbsPosterior
 
 __all__ = ["refine", "components"]
 

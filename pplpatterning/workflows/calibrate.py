@@ -37,7 +37,7 @@ arXiv 2308.12108, App. on hyperparameter selection; devinterp's MALA-acceptance 
    else: any error or warning rejects the row (``incomplete``, ``nan_loss``,
    ``stuck_chain``, ``nan_diagnostic``, ``rhat`` > 1.01, ``low_ess`` < 100 per chain,
    ``loss_not_settled``, ``negative_llc``, ...). Where the model knows the exact finite-nβ
-   target E[λ̂] (:func:`~pplpatterning.comparison.finite_target`), the row is judged against
+   target E[λ̂] (:func:`~pplpatterning.workflows.compare.finite_target`), the row is judged against
    it as well: ``off_target`` when |z| = |λ̂ - target|/MCSE > 3. A negative λ̂ is then judged
    by z alone when the target itself is ≤ 0 (a centre that is not the empirical minimiser
    can have a negative exact E[λ̂]).
@@ -64,13 +64,13 @@ import pandas as pd
 import xarray as xr
 from tqdm import tqdm
 
-from .comparison import target_or_none
-from .convergence import series_mcse
-from .diagnostics import diagnose
-from .posterior import GibbsPosterior
-from .samplers import SG_SAMPLERS, SamplerSettings
-from .sampling import BACKENDS, get_backend, sample
-from .trace import trace_attr
+from pplpatterning.workflows.compare import target_or_none
+from pplpatterning.estimators.convergence import series_mcse
+from pplpatterning.estimators.diagnose import diagnose
+from pplpatterning.spec.posterior import GibbsPosterior
+from pplpatterning.samplers.settings import SG_SAMPLERS, SamplerSettings
+from pplpatterning.sampling.core import BACKENDS, get_backend, sample
+from pplpatterning.trace.build import trace_attr
 
 __all__ = ["calibrate", "Calibration", "mala_acceptance", "AcceptanceEstimate", "DEFAULT_STEP_SIZES",
            "DEFAULT_THRESHOLD", "TABLE_COLUMNS", "REASON_CODES"]
@@ -80,7 +80,7 @@ DEFAULT_STEP_SIZES = tuple(float(v) for v in np.logspace(-6, -2, 9))
 #: Default MALA-acceptance threshold for SG samplers.
 DEFAULT_THRESHOLD = 0.9
 #: Why a row can be rejected: "error" (the run raised), "low_acceptance" (MALA acceptance below the
-#: threshold), or any error/warning code of diagnose() (pplpatterning.diagnostics).
+#: threshold), or any error/warning code of diagnose() (pplpatterning.estimators.diagnose).
 REASON_CODES = ("error", "low_acceptance", "incomplete", "nan_loss", "stuck_chain", "nan_diagnostic", "off_target",
                 "negative_llc", "rhat", "low_ess", "low_ess_tail", "divergences", "loss_not_settled")
 
@@ -289,7 +289,7 @@ class Calibration:
 
     def plot(self, path: str | Path, title: str | None = None) -> Path:
         """λ̂ ± 2 MCSE and MALA acceptance against ε (log x-axis), recommendation marked."""
-        from .plots import plot_calibration
+        from pplpatterning.plots import plot_calibration
 
         return plot_calibration(self, path, title=title)
 

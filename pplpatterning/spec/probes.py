@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .posterior import GibbsPosterior, _data_array
-from .samplers import SamplerSettings
+from pplpatterning.spec.posterior import GibbsPosterior, _data_array
+from pplpatterning.samplers.settings import SamplerSettings
 
 __all__ = [
     "Probes", "ProbePlan", "ProbeMemoryError", "available_memory", "check_memory",

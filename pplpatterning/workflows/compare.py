@@ -5,7 +5,7 @@ the model knows them, z = (λ̂ - target)/MCSE, R-hat, bulk/tail ESS, ESS per se
 time, the wall time itself, whether the run is ``incomplete``, and ``problems``: the codes of
 ``diagnose(trace, target=target)``'s error and warning findings, comma separated
 (``off_target`` when |z| > 3, ``incomplete``, ``stuck_chain``, ``rhat``, ...; see
-pplpatterning.diagnostics). Runs that fail keep their row with the error, so one broken
+pplpatterning.estimators.diagnose). Runs that fail keep their row with the error, so one broken
 sampler does not hide the others.
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from .diagnostics import diagnose
-from .posterior import GibbsPosterior
-from .samplers import SamplerSettings
-from .sampling import BACKENDS, get_backend, sample
+from pplpatterning.estimators.diagnose import diagnose
+from pplpatterning.spec.posterior import GibbsPosterior
+from pplpatterning.samplers.settings import SamplerSettings
+from pplpatterning.sampling.core import BACKENDS, get_backend, sample
 
 __all__ = ["compare", "finite_target", "trace_row", "COLUMNS"]
 

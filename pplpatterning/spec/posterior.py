@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .model import Model
+from pplpatterning.spec.model import Model
 
 __all__ = [
     "GibbsPosterior", "gibbs_potential", "localization_energy", "tempered_loss_energy", "per_sample_loss_delta",

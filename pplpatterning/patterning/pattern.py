@@ -7,7 +7,7 @@ interpretability", arXiv 2601.13548: "dh = χ⁺ dμ"; Wang, Donoway & Murfet 20
 "Patterning in practice").
 
 Per-sample level. Row a of X (k × N) holds the per-sample susceptibilities χ_{z_j}(φ_a) =
--Cov(φ_a, l_j - L^c) of :func:`~pplpatterning.susceptibility.attribution`, at a posterior
+-Cov(φ_a, l_j - L^c) of :func:`~pplpatterning.estimators.susceptibility.attribution`, at a posterior
 with effective weights c (1 when unweighted). Changing the weights to c + δ changes
 nβ L^c by β Σ_j δ_j l_j (β = nβ/n), and linear response gives
 
@@ -23,7 +23,7 @@ with X_c = X (I - 11ᵀ/N) the row-centred matrix. The centring imposes Σ s = 0
 equal-weight estimator X 1 = 0 already (MATH.md §3), so X_c = X and s = X⁺ dμ is the
 textbook minimum-norm solution, whose Σ s_j = 0 holds automatically.
 
-Group level. With χ from :func:`~pplpatterning.susceptibility.susceptibility` over probe data
+Group level. With χ from :func:`~pplpatterning.estimators.susceptibility.susceptibility` over probe data
 sets q'_k (rows = probes), mixing the data toward the probes, q_h = (1 - Σ_k h_k) q + Σ_k h_k q'_k,
 changes E[φ] by nβ χ h to first order, so
 
@@ -36,7 +36,7 @@ Step size α. ``fraction`` f asks for the fraction f of the target: α = f/κ (p
 Δμ = f dμ when dμ is in range). ``max_weight_change`` c caps the largest weight change:
 α = c / max_j |s_j| (groups: the largest |dh_k|). Given both, the smaller α wins; given
 neither, f = 1. The prediction is first order: keep α small enough for linear response,
-and check with :func:`~pplpatterning.patterning_verify.verify`.
+and check with :func:`~pplpatterning.patterning.verify.verify`.
 
 Solvers (all scale-free: ``ridge`` is relative to σ_max(X_c)², the largest squared
 singular value):
@@ -355,7 +355,7 @@ class PatternPlan:
         N h_k/m_k on probe k's m_k samples (N the new total), so that
         L^ρ = (1 - Σh) L_q^c + Σ_k h_k L_{q'_k} exactly.
         """
-        from .posterior import GibbsPosterior
+        from pplpatterning.spec.posterior import GibbsPosterior
 
         if not isinstance(posterior, GibbsPosterior):
             raise TypeError(f"`posterior` must be a GibbsPosterior, got {type(posterior).__name__}.")
@@ -630,4 +630,4 @@ def pattern(chi: xr.Dataset, target: Mapping[str, float], *, fraction: float | N
     )
 
 
-from .patterning_verify import Verification, verify  # noqa: E402  (re-export; imports PatternPlan above)
+from pplpatterning.patterning.verify import Verification, verify  # noqa: E402  (re-export; imports PatternPlan above)

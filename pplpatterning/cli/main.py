@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .samplers import SAMPLERS
+from pplpatterning.samplers.settings import SAMPLERS
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INCOMPLETE", "EXIT_FINDINGS"]
 
@@ -46,8 +46,8 @@ EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
 EXIT_FINDINGS = 4
 
-# The names of pplpatterning.sampling.BACKENDS, repeated here because importing
-# pplpatterning.sampling loads xarray; tests/test_cli_trust.py checks that they agree.
+# The names of pplpatterning.sampling.core.BACKENDS, repeated here because importing
+# pplpatterning.sampling.core loads xarray; tests/test_cli_trust.py checks that they agree.
 BACKEND_NAMES = ("numpyro", "pyro")
 
 # Output formats: suffix -> the package that writes it (None: always available).
@@ -281,7 +281,7 @@ def _build_posterior(a: argparse.Namespace):
 
 
 def _target(post) -> float | None:
-    from .comparison import target_or_none  # lazy: keeps `--help` light
+    from pplpatterning.workflows.compare import target_or_none  # lazy: keeps `--help` light
 
     return target_or_none(post)
 
@@ -298,9 +298,9 @@ def _sample_kwargs(a: argparse.Namespace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------ llc
 def cmd_llc(a: argparse.Namespace) -> int:
-    from .diagnostics import diagnose
-    from .sampling import sample
-    from .trace import save_trace
+    from pplpatterning.estimators.diagnose import diagnose
+    from pplpatterning.sampling.core import sample
+    from pplpatterning.trace.build import save_trace
 
     post = _build_posterior(a)
     target = _target(post)
@@ -387,8 +387,8 @@ def _compare_records(table) -> list[dict[str, Any]]:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from .comparison import compare
-    from .plots import plot_comparison
+    from pplpatterning.workflows.compare import compare
+    from pplpatterning.plots import plot_comparison
 
     post = _build_posterior(a)
     table = compare(post, backends=a.backends, samplers=a.samplers, sampler_options=_compare_options(a),
@@ -532,9 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a model to describe (default: list every model)")
     p_mod.set_defaults(func=cmd_models)
 
-    from .cli_chi import add_chi_parser
-    from .cli_pattern import add_pattern_parser
-    from .cli_validate import add_parsers
+    from pplpatterning.cli.chi import add_chi_parser
+    from pplpatterning.cli.pattern import add_pattern_parser
+    from pplpatterning.cli.validate import add_parsers
 
     add_chi_parser(sub)
     add_pattern_parser(sub)

@@ -1,8 +1,8 @@
 """The response matrix and its principal susceptibility directions (MATH.md §3).
 
 The response matrix has one row per probe (or per sample z) and one column per observable,
-entries χ(φ_a; q'_r) from :func:`~pplpatterning.susceptibility.susceptibility` or
-χ_z(φ_a) from :func:`~pplpatterning.susceptibility.attribution`. Its low-rank structure
+entries χ(φ_a; q'_r) from :func:`~pplpatterning.estimators.susceptibility.susceptibility` or
+χ_z(φ_a) from :func:`~pplpatterning.estimators.susceptibility.attribution`. Its low-rank structure
 separates functional modules (Baker, Wang, Hoogland, Murfet 2025, arXiv 2504.18274, §4:
 principal components of the per-token susceptibility vectors).
 

@@ -7,7 +7,7 @@
 
 ``calibrate`` sweeps an SG sampler's step size ε (and nβ, γ on request) and recommends the
 largest ε whose MALA acceptance is ≥ the threshold, whose loss trace settles, with λ̂ > 0
-and no NaN (pplpatterning.calibrate). ``validate`` runs validation/run_validation.py from
+and no NaN (pplpatterning.workflows.calibrate). ``validate`` runs validation/run_validation.py from
 the source tree (the validation suite is part of the repository, not of the wheel).
 Every argument is checked before anything is compiled or sampled.
 """
@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli import BACKEND_NAMES, CSV_FORMAT, PLOT_FORMATS, FOLDER, add_command
-from .samplers import SG_SAMPLERS
+from pplpatterning.cli.main import BACKEND_NAMES, CSV_FORMAT, PLOT_FORMATS, FOLDER, add_command
+from pplpatterning.samplers.settings import SG_SAMPLERS
 
 __all__ = ["add_calibrate_parser", "add_validate_parser", "add_parsers", "cmd_calibrate", "cmd_validate",
            "load_validation_runner"]
@@ -51,7 +51,7 @@ def _nonnegative(text: str) -> float:
 # -------------------------------------------------------------------- calibrate
 def add_calibrate_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``pplpatterning calibrate``."""
-    from .cli import _add_posterior_args, _option
+    from pplpatterning.cli.main import _add_posterior_args, _option
 
     p = add_command(
         subparsers, "calibrate", help="sweep an SG sampler's step size and recommend one",
@@ -86,8 +86,8 @@ def add_calibrate_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_calibrate(a: argparse.Namespace) -> int:
-    from .calibrate import calibrate
-    from .cli import _build_posterior
+    from pplpatterning.workflows.calibrate import calibrate
+    from pplpatterning.cli.main import _build_posterior
 
     post = _build_posterior(a)
     result = calibrate(post, a.sampler, backend=a.backend, step_sizes=a.steps, n_betas=a.n_betas, gammas=a.gammas,
@@ -190,6 +190,6 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
 
 def add_parsers(subparsers) -> None:
-    """Register both commands (what ``pplpatterning.cli.build_parser`` calls)."""
+    """Register both commands (what ``pplpatterning.cli.main.build_parser`` calls)."""
     add_validate_parser(subparsers)
     add_calibrate_parser(subparsers)

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .observables import validate_observables
-from .posterior import GibbsPosterior
-from .probes import MEMORY_COPIES, ProbePlan, Probes, _gb, available_memory, dataset_losses, sample_losses
-from .samplers import SamplerSettings
+from pplpatterning.spec.observables import validate_observables
+from pplpatterning.spec.posterior import GibbsPosterior
+from pplpatterning.spec.probes import MEMORY_COPIES, ProbePlan, Probes, _gb, available_memory, dataset_losses, sample_losses
+from pplpatterning.samplers.settings import SamplerSettings
 
 __all__ = ["sample", "BACKENDS", "SampleMemoryError", "estimate_memory", "check_at_centre"]
 
@@ -79,7 +79,7 @@ def check_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, keep_p
                  available: int | None = None) -> int:
     """The total of :func:`estimate_memory`; raise :class:`SampleMemoryError` naming
     ``num_chains`` / ``num_draws`` / ``keep_params`` and what fits when it exceeds the
-    available memory (:func:`pplpatterning.probes.available_memory`)."""
+    available memory (:func:`pplpatterning.spec.probes.available_memory`)."""
     parts = estimate_memory(posterior, settings, keep_params=keep_params, num_observables=num_observables,
                             plan=plan)
     need = sum(parts.values())
@@ -176,14 +176,14 @@ def sample(
     """Sample ``posterior`` and return a Trace (an ArviZ DataTree).
 
     Every argument is validated before anything is compiled: the settings
-    (:class:`~pplpatterning.samplers.SamplerSettings`), the memory the run needs
+    (:class:`~pplpatterning.samplers.settings.SamplerSettings`), the memory the run needs
     (:func:`estimate_memory`), and every observable and probe loss, evaluated once at the
     centre w* on the backend (:func:`check_at_centre`). ``observables`` maps names to
     functions ``phi(params, xp) -> scalar`` evaluated on every kept draw (builders in
-    :mod:`pplpatterning.observables`). ``probes`` (a :class:`~pplpatterning.probes.Probes`)
+    :mod:`pplpatterning.spec.observables`). ``probes`` (a :class:`~pplpatterning.spec.probes.Probes`)
     adds the probe data sets' losses and the per-sample losses the susceptibility
     estimators need. Sampler-specific options (``target_accept``, ``alpha``, ``diffusion``,
-    ...) are passed as keywords; see :data:`pplpatterning.samplers.SAMPLERS`. The memory
+    ...) are passed as keywords; see :data:`pplpatterning.samplers.settings.SAMPLERS`. The memory
     estimate is recorded in the Trace's attrs as ``memory_estimate_bytes``.
     """
     if not isinstance(posterior, GibbsPosterior):
@@ -204,7 +204,7 @@ def sample(
     plan = None
     if probes is not None:
         if not isinstance(probes, Probes):
-            raise TypeError(f"`probes` must be a pplpatterning.probes.Probes, got {type(probes).__name__}.")
+            raise TypeError(f"`probes` must be a pplpatterning.spec.probes.Probes, got {type(probes).__name__}.")
         plan = probes.resolve(posterior, settings)
     memory = check_memory(posterior, settings, keep_params=bool(keep_params), num_observables=len(observables),
                           plan=plan)

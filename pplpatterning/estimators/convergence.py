@@ -8,7 +8,7 @@ and localization", Bayesian Anal.).
 
 :func:`series_mcse` computes the same mean and MCSE for many series at once (any extra
 dims beside ``chain`` and ``draw``), for estimators with one series per probe, sample and
-observable (pplpatterning.susceptibility).
+observable (pplpatterning.estimators.susceptibility).
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ import warnings
 import numpy as np
 import xarray as xr
 
-from .convergence import SeriesStats, series_stats
-from .trace import trace_attr
+from pplpatterning.estimators.convergence import SeriesStats, series_stats
+from pplpatterning.trace.build import trace_attr
 
 __all__ = ["LLCEstimate", "llc", "wbic", "finite_prefix"]
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .cli import (
+from pplpatterning.cli.main import (
     PLOT_FORMATS, _add_posterior_args, _add_sampler_args, _build_posterior, _sample_kwargs, _target, add_command,
     add_strict_arg, exit_code, runs_status, status_lines,
 )
@@ -83,7 +83,7 @@ def _resolve_function(spec: str, post) -> Any:
 
 def _observables(specs: list[str], post) -> dict[str, Any]:
     """{name: phi} from [NAME=]SPEC items (see the module docstring)."""
-    from .cli_chi import _observables as chi_observables
+    from pplpatterning.cli.chi import _observables as chi_observables
 
     if not specs:
         return chi_observables([], post)
@@ -111,13 +111,13 @@ def _save_weights(path: Path, weights: np.ndarray) -> None:
 
 
 def cmd_pattern(a: argparse.Namespace) -> int:
-    from .diagnostics import diagnose
-    from .observables import validate_observables
-    from .patterning import check_pattern_options, pattern, verify
-    from .probes import Probes
-    from .samplers import SamplerSettings
-    from .sampling import sample
-    from .susceptibility import attribution
+    from pplpatterning.estimators.diagnose import diagnose
+    from pplpatterning.spec.observables import validate_observables
+    from pplpatterning.patterning.pattern import check_pattern_options, pattern, verify
+    from pplpatterning.spec.probes import Probes
+    from pplpatterning.samplers.settings import SamplerSettings
+    from pplpatterning.sampling.core import sample
+    from pplpatterning.estimators.susceptibility import attribution
 
     post = _build_posterior(a)
     if a.centre:
@@ -183,7 +183,7 @@ def cmd_pattern(a: argparse.Namespace) -> int:
         _save_weights(Path(a.save_weights), plan.weights)
         result["weights_saved_to"] = str(a.save_weights)
     if a.plot and check is not None:
-        from .plots import plot_linear_response
+        from pplpatterning.plots import plot_linear_response
 
         tab = check.table[np.isfinite(check.table["predicted"])].reset_index()
         tab["label"] = tab["observable"]

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .cli import (
+from pplpatterning.cli.main import (
     PLOT_FORMATS, TRACE_FORMATS, _add_posterior_args, _add_sampler_args, _build_posterior, _sample_kwargs, _target, add_command,
     add_strict_arg, exit_code, status_lines, trace_status,
 )
@@ -73,7 +73,7 @@ def _index_list(text: str, n: int, what: str) -> np.ndarray:
 
 
 def _probe_data(a: argparse.Namespace, post, k: int, name: str, opts: dict[str, Any]) -> dict[str, np.ndarray]:
-    from .models import get_model
+    from pplpatterning.models import get_model
 
     if "rows" in opts:
         extra = set(opts) - {"rows"}
@@ -98,7 +98,7 @@ def _probe_data(a: argparse.Namespace, post, k: int, name: str, opts: dict[str, 
 
 
 def _observables(specs: list[str], post) -> dict[str, Any]:
-    from .observables import component_loss, full_loss, param
+    from pplpatterning.spec.observables import component_loss, full_loss, param
 
     shapes = post.model.param_shapes
     if not specs:
@@ -126,14 +126,14 @@ def _fmt_pm(x: float, se: float) -> str:
 
 
 def cmd_chi(a: argparse.Namespace) -> int:
-    from .diagnostics import diagnose
-    from .observables import validate_observables
-    from .probes import Probes
-    from .response import principal_directions, response_matrix
-    from .samplers import SamplerSettings
-    from .sampling import sample
-    from .susceptibility import attribution, susceptibility
-    from .trace import save_trace
+    from pplpatterning.estimators.diagnose import diagnose
+    from pplpatterning.spec.observables import validate_observables
+    from pplpatterning.spec.probes import Probes
+    from pplpatterning.estimators.response import principal_directions, response_matrix
+    from pplpatterning.samplers.settings import SamplerSettings
+    from pplpatterning.sampling.core import sample
+    from pplpatterning.estimators.susceptibility import attribution, susceptibility
+    from pplpatterning.trace.build import save_trace
 
     post = _build_posterior(a)
     probe_specs = list(a.probe) or [("fresh", {})]
@@ -191,7 +191,7 @@ def cmd_chi(a: argparse.Namespace) -> int:
             matrix_source.to_netcdf(path)
         result["matrix_saved_to"] = str(path)
     if a.plot:
-        from .plots import plot_principal_directions
+        from pplpatterning.plots import plot_principal_directions
 
         pcs = principal_directions(response_matrix(matrix_source))
         result["plot_saved_to"] = str(plot_principal_directions(pcs, a.plot, title=f"{post.model.name}: principal "

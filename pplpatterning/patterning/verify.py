@@ -7,11 +7,11 @@ first-order prediction, so re-sample the re-weighted posterior and measure what 
 For every observable φ (targeted or not):
 
 - realized R = E_new[φ] - E_old[φ], with se_R = √(MCSE_new² + MCSE_old²) (independent runs;
-  MCSE = sd/√ESS of the per-draw series, :func:`pplpatterning.convergence.series_stats`);
+  MCSE = sd/√ESS of the per-draw series, :func:`pplpatterning.estimators.convergence.series_stats`);
 - predicted P = the plan's α κ X s. Its standard error comes from the baseline trace: by
   linearity of the empirical covariance, κ Σ_j δ_j χ̂_{z_j}(φ) = -κ Cov̂(φ, ΔL_δ) with the
   single combined probe ΔL_δ = Σ_j δ_j (l_j - L) (groups: Σ_k dh_k (L_k - L)), so se_P is the
-  MCSE of that one product series (the estimator of :mod:`pplpatterning.susceptibility`),
+  MCSE of that one product series (the estimator of :mod:`pplpatterning.estimators.susceptibility`),
   which accounts for the correlations between the χ̂_{z_j}. It needs the baseline's
   per-sample (or probe) losses; without them se_P is NaN. When the baseline is the trace
   the plan came from, the trace's value equals P to rounding (tests/test_patterning_exact.py);
@@ -43,7 +43,7 @@ def prediction_from_trace(trace: xr.DataTree, plan) -> xr.Dataset:
 
     Returns a Dataset with ``predicted`` and ``se`` over ``observable``.
     """
-    from .susceptibility import _observables, _probe_deltas, _sample_deltas, negative_covariance
+    from pplpatterning.estimators.susceptibility import _observables, _probe_deltas, _sample_deltas, negative_covariance
 
     change = plan.change
     if plan.level == "sample":
@@ -103,7 +103,7 @@ class Verification:
 
 
 def _check_trace(trace, posterior, names: list[str], what: str) -> None:
-    from .trace import trace_attr
+    from pplpatterning.trace.build import trace_attr
 
     if not isinstance(trace, xr.DataTree):
         raise TypeError(f"`{what}` must be a Trace (xarray DataTree) from sample(), got {type(trace).__name__}.")
@@ -130,7 +130,7 @@ def verify(posterior, plan, *, observables: Mapping[str, Callable[..., Any]], ba
         The :class:`~pplpatterning.GibbsPosterior` χ was estimated at (its weights are the
         plan's base weights).
     plan
-        A :class:`~pplpatterning.patterning.PatternPlan`.
+        A :class:`~pplpatterning.patterning.pattern.PatternPlan`.
     observables
         ``{name: phi}``: the observable functions (at least the plan's targeted ones); they
         are evaluated on the new run (and on the baseline if it is sampled here).
@@ -147,11 +147,11 @@ def verify(posterior, plan, *, observables: Mapping[str, Callable[..., Any]], ba
 
     Everything is checked (plan against posterior, observables, baseline) before sampling.
     """
-    from .observables import validate_observables
-    from .patterning import PatternPlan
-    from .posterior import GibbsPosterior
-    from .probes import Probes
-    from .sampling import sample
+    from pplpatterning.spec.observables import validate_observables
+    from pplpatterning.patterning.pattern import PatternPlan
+    from pplpatterning.spec.posterior import GibbsPosterior
+    from pplpatterning.spec.probes import Probes
+    from pplpatterning.sampling.core import sample
 
     if not isinstance(posterior, GibbsPosterior):
         raise TypeError(f"`posterior` must be a GibbsPosterior, got {type(posterior).__name__}.")
@@ -187,7 +187,7 @@ def verify(posterior, plan, *, observables: Mapping[str, Callable[..., Any]], ba
     trace = sample(new_post, seed=seed, **kw)
     seconds["reweighted"] = time.perf_counter() - t0
 
-    from .convergence import series_stats
+    from pplpatterning.estimators.convergence import series_stats
 
     try:
         pred = prediction_from_trace(baseline, plan)

@@ -4,7 +4,7 @@ An observable is any ``phi(params, xp) -> scalar`` written against the array-API
 ``xp`` (``jax.numpy``, torch through array-api-compat, or ``numpy``); ``params`` holds every
 parameter, frozen ones at their centre values. ``sample(..., observables={name: phi})``
 evaluates each one per kept draw and stores the values in the Trace's ``observables``
-group, from which :func:`pplpatterning.susceptibility` reads them.
+group, from which :func:`pplpatterning.estimators.susceptibility` reads them.
 
 The builders here return :class:`Observable` objects that close over NumPy data and convert
 it inside the call with ``xp.asarray`` (so one observable serves every backend; under
@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from .model import Model
-from .posterior import GibbsPosterior, _data_array, _finite_float_array
+from pplpatterning.spec.model import Model
+from pplpatterning.spec.posterior import GibbsPosterior, _data_array, _finite_float_array
 
 __all__ = ["Observable", "ComponentLoss", "Param", "component_loss", "full_loss", "param", "validate_observables"]
 

@@ -11,7 +11,7 @@ Groups (all variables have leading dims ``(chain, draw)``):
 - ``per_sample_losses`` (when per-sample probes were given): l_z(w) with dims
   (chain, draw, sample) for training samples (``sample`` = training indices) and
   (chain, draw, held_out_sample) for held-out points, at every ``thinning``-th kept draw
-  (the ``draw`` coordinate holds the kept-draw indices). See pplpatterning.probes.
+  (the ``draw`` coordinate holds the kept-draw indices). See pplpatterning.spec.probes.
 - root attrs: backend, sampler, n_beta, n_beta_source, gamma, n, loss_at_centre, seed,
   model, settings and library versions. Nested values are stored as JSON strings so
   that a Trace survives netCDF exactly.

@@ -8,7 +8,7 @@ errors (the estimate cannot be trusted)
     ``incomplete``      the run stopped early or its draws could not all be evaluated
                         (root attrs ``incomplete=1``, ``incomplete_reason``; contract C3);
     ``nan_loss``        some draws have a NaN/infinite loss (λ̂ then uses the common finite
-                        prefix of draws, :func:`pplpatterning.llc`);
+                        prefix of draws, :func:`pplpatterning.estimators.llc`);
     ``stuck_chain``     some chain never moves: its series nβ·(L_n(w) - L_n(w*)) is constant
                         (peak-to-peak ≤ ``STUCK_RTOL`` · max(1, max|value|)), or all its
                         recorded parameters are identical at every draw;
@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from .llc import LLCEstimate, finite_prefix, llc as estimate_llc
-from .trace import trace_attr
+from pplpatterning.estimators.llc import LLCEstimate, finite_prefix, llc as estimate_llc
+from pplpatterning.trace.build import trace_attr
 
 __all__ = ["Finding", "Diagnosis", "diagnose", "RHAT_MAX", "MIN_ESS_PER_CHAIN", "OFF_TARGET_Z", "DRIFT_Z",
            "STUCK_RTOL"]
@@ -118,7 +118,7 @@ class Diagnosis:
 # ------------------------------------------------------------------------- the checks
 def _drift_z(loss: np.ndarray) -> float:
     """Largest per-chain |z| between the early (first 20 %) and late (last 50 %) mean loss."""
-    from .convergence import series_stats
+    from pplpatterning.estimators.convergence import series_stats
 
     n_draw = loss.shape[1]
     if n_draw < 50:
@@ -275,7 +275,7 @@ def diagnose(trace: xr.DataTree, *, target: float | None = None) -> Diagnosis:
     """Check a Trace and return every problem found, errors first (codes: module docstring).
 
     ``target``: the exact finite-nβ expectation E[λ̂] where one is known (a model's
-    ``target_fn``, see :func:`pplpatterning.comparison.finite_target`); then the estimate is
+    ``target_fn``, see :func:`pplpatterning.workflows.compare.finite_target`); then the estimate is
     also judged by z = (λ̂ - target)/MCSE (``off_target`` when |z| > ``OFF_TARGET_Z``), and
     a target with no usable MCSE (0 or NaN) is itself a finding (``stuck_chain`` or
     ``nan_diagnostic``), never a pass.

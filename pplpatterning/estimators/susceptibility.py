@@ -16,7 +16,7 @@ Estimator. Over the N = chains × draws pooled kept draws, with pooled means φ�
 
 Standard error: the Monte Carlo standard error of the mean of the product series s_t,
 sd(s)/√ESS(s), with ESS the split-chain effective sample size of s itself (arviz-stats,
-through :func:`pplpatterning.convergence.series_mcse`). Replacing the true means by φ̄ and
+through :func:`pplpatterning.estimators.convergence.series_mcse`). Replacing the true means by φ̄ and
 ΔL̄ biases χ̂ by O(1/N) and changes its variance only at second order (the derivative of
 E[(φ-a)(ΔL-b)] in a or b vanishes at the true means), so this is the first-order (delta-
 method) standard error of χ̂. J's standard error is nβ times χ's.
@@ -40,9 +40,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .convergence import series_mcse
-from .probes import PER_SAMPLE_GROUP, PROBE_GROUP
-from .trace import trace_attr
+from pplpatterning.estimators.convergence import series_mcse
+from pplpatterning.spec.probes import PER_SAMPLE_GROUP, PROBE_GROUP
+from pplpatterning.trace.build import trace_attr
 
 __all__ = ["susceptibility", "attribution", "component_susceptibility", "negative_covariance"]
 
@@ -61,7 +61,7 @@ def _group(trace: xr.DataTree, name: str, hint: str) -> xr.Dataset:
 def _observables(trace: xr.DataTree, names: Sequence[str] | None) -> xr.DataArray:
     """φ as a (chain, draw, observable) array."""
     ds = _group(trace, "observables", "pass observables={name: phi} to sample(), e.g. "
-                "pplpatterning.observables.full_loss(posterior).")
+                "pplpatterning.spec.observables.full_loss(posterior).")
     available = list(ds.data_vars)
     if names is None:
         names = available
