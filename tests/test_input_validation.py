@@ -10,6 +10,9 @@ import pytest
 import xarray as xr
 
 import pplpatterning.sampling.core as sampling
+from pplpatterning.sampling import memory
+from pplpatterning.sampling.backend import RunResult
+from pplpatterning.sampling.evaluation import Evaluation
 from pplpatterning import GibbsPosterior, Model, Probes, SamplerSettings, sample
 from pplpatterning.spec.observables import component_loss
 from pplpatterning.samplers.settings import OPTION_CHECKS, SAMPLERS, SEED_LIMIT
@@ -181,7 +184,7 @@ def no_sampling(monkeypatch, request):
     """The real backend, with its `sample` replaced by a test failure: only the check at the
     centre may run."""
     module = _backend_or_skip(request.param)
-    monkeypatch.setattr(module, "sample", lambda *a, **k: pytest.fail("sampling started before the check"))
+    monkeypatch.setattr(module, "run", lambda *a, **k: pytest.fail("sampling started before the check"))
     return request.param
 
 
@@ -274,8 +277,8 @@ def test_too_many_draws_name_num_draws_and_keep_params(post, no_backend):
     settings = SamplerSettings(num_chains=2, num_draws=10**6)
     d = post.model.dim
     parts = sampling.estimate_memory(post, settings, keep_params=True)
-    assert parts["draws"] == 2 * 10**6 * (2 * d + sampling.PER_DRAW_STATS) * 8
-    assert parts["state"] == 2 * (sampling.STATE_COPIES * d + post.n) * 8 and parts["probes"] == 0
+    assert parts["draws"] == 2 * 10**6 * (2 * d + memory.PER_DRAW_STATS) * 8
+    assert parts["state"] == 2 * (memory.STATE_COPIES * d + post.n) * 8 and parts["probes"] == 0
     without = sum(sampling.estimate_memory(post, settings, keep_params=False).values())
     avail = without + 1  # fits only without the second copy of the draws
     with pytest.raises(sampling.SampleMemoryError, match=r"num_draws=1000000 kept draws.*keep_params=True.*"
@@ -287,13 +290,21 @@ def test_too_many_draws_name_num_draws_and_keep_params(post, no_backend):
 
 def test_memory_estimate_recorded_in_the_trace(post, monkeypatch):
     class Fake:
+        name, packages = "fake", ()
+
         @staticmethod
         def evaluate_at_centre(posterior, fn):
             return np.asarray(0.0)
 
         @staticmethod
-        def sample(posterior, settings, *, observables, keep_params, **kw):
-            return xr.DataTree()
+        def run(posterior, settings):
+            C, D = settings.num_chains, settings.num_draws
+            return RunResult({"a": np.zeros((C, D))}, {}, None, "float64")
+
+        @staticmethod
+        def evaluate(posterior, run, observables, probes, *, with_loss):
+            C, D = run.draws["a"].shape
+            return Evaluation(np.zeros((C, D)), np.zeros((C, D)), {}, {}, None)
 
     monkeypatch.setattr(sampling, "get_backend", lambda name: Fake)
     tr = sample(post, num_chains=2, num_draws=10, progress_bar=False)

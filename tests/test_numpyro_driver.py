@@ -8,7 +8,7 @@ from numpyro.infer import MCMC
 
 from pplpatterning import GibbsPosterior, SamplerSettings, diagnose, sample
 from pplpatterning.backends.numpyro import driver
-from pplpatterning.backends.numpyro.run import _EXTRA_FIELDS, make_kernel
+from pplpatterning.backends.numpyro.run import make_kernel, stat_fields
 from pplpatterning.backends.numpyro.spec import posterior_args
 from pplpatterning.models import get_model
 
@@ -37,7 +37,7 @@ def test_kernels_run_under_numpyro_mcmc_and_driver_matches(post, sampler, kw):
 def _mcmc_and_driver_match(post, settings, sampler):
     args = posterior_args(post)
     init = {k: jnp.broadcast_to(v, (3,) + v.shape) for k, v in args.centre.items()}
-    fields = _EXTRA_FIELDS[sampler]
+    fields = stat_fields(settings)
     mcmc = MCMC(make_kernel(post, settings), num_warmup=30, num_samples=80, thinning=2, num_chains=3,
                 chain_method="vectorized", progress_bar=False, jit_model_args=True)
     mcmc.run(jax.random.PRNGKey(5), args, init_params=init, extra_fields=tuple(fields))

@@ -1,6 +1,8 @@
 """NumPyro (JAX) backend: compiles a GibbsPosterior to NumPyro kernels, returns a Trace.
 
-Precision: every entry point (``sample``, ``evaluate_draws``, ``evaluate_at_centre``,
+``BACKEND`` is the object ``pplpatterning.sample`` drives (pplpatterning.sampling.backend).
+
+Precision: every entry point (``sample_chains``, ``evaluate_draws``, ``evaluate_at_centre``,
 ``potential_and_grad``, ``potential_fn`` and the function it returns, ``posterior_args``,
 ``model_from_jax``'s loss on NumPy inputs) runs inside ``jax.enable_x64(True)``: float64
 for that call only (LLC differences are small numbers; MATH.md §2), recorded as the
@@ -18,11 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 from .precision import in_float64
-from .run import evaluate_at_centre, evaluate_draws, make_kernel, sample
+from .run import BACKEND, evaluate_at_centre, evaluate_draws, make_kernel, sample_chains
 from .spec import posterior_args, potential_fn
 from .user import model_from_jax
 
-__all__ = ["model_from_jax", "sample", "make_kernel", "evaluate_draws", "evaluate_at_centre", "posterior_args",
+__all__ = ["BACKEND", "model_from_jax", "sample_chains", "make_kernel", "evaluate_draws", "evaluate_at_centre", "posterior_args",
            "potential_fn", "potential_and_grad", "in_float64"]
 
 

@@ -1,10 +1,11 @@
-"""Run a GibbsPosterior with NumPyro kernels and assemble the Trace (all in float64, see
-.precision); evaluate the kept draws afterwards in chunks that keep what was evaluated."""
+"""The NumPyro backend object: run a GibbsPosterior with NumPyro kernels (NUTS/HMC, or an
+update rule of pplpatterning.samplers through .rule_kernel), all in float64 (see
+.precision); evaluate the kept draws afterwards in chunks that keep what was evaluated. The
+Trace is built by ``pplpatterning.sampling.core``, once for every backend."""
 
 from __future__ import annotations
 
 import time
-import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -13,33 +14,33 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import NUTS
 
-from pplpatterning.sampling.evaluation import Evaluation, evaluation_failure, incomplete_reason, join_draw_blocks
+from pplpatterning.sampling.backend import RunResult
+from pplpatterning.sampling.evaluation import Evaluation, evaluation_failure, join_draw_blocks
 from pplpatterning.spec.posterior import GibbsPosterior
 from pplpatterning.spec.probes import ProbePlan, dataset_losses, sample_losses
+from pplpatterning.samplers.registry import rule_for
 from pplpatterning.samplers.settings import SamplerSettings
-from pplpatterning.trace.build import build_trace, run_attrs
 
 from .driver import run_segmented
-from .kernels import KERNELS
-from .kernels.hmc_jitter import JitteredHMC
+from .hmc_jitter import JitteredHMC
+from .rule_kernel import RuleKernel
 from .precision import as_data, in_float64
 from .spec import PosteriorArgs, full_batch_loss, model_for, posterior_args
 
-__all__ = ["sample", "make_kernel", "evaluate_draws", "evaluate_at_centre", "Evaluation", "draws_per_chunk",
+__all__ = ["BACKEND", "sample_chains", "make_kernel", "stat_fields", "evaluate_draws", "evaluate_at_centre", "Evaluation", "draws_per_chunk",
            "MAX_EVAL_CHUNKS"]
 
-# Sampler-state fields recorded in sample_stats, and their names there.
-_EXTRA_FIELDS = {
-    "nuts": {"diverging": "diverging", "accept_prob": "accept_prob", "adapt_state.step_size": "step_size",
-             "num_steps": "num_steps"},
-    "hmc": {"diverging": "diverging", "accept_prob": "accept_prob", "adapt_state.step_size": "step_size",
-            "num_steps": "num_steps"},
-    "mala": {"accept_prob": "accept_prob", "step_size": "step_size", "grad_norm": "grad_norm"},
-    "sgld": {"loss": "minibatch_loss", "loss_delta": "minibatch_loss_delta", "grad_norm": "grad_norm"},
-    "rmsprop_sgld": {"loss": "minibatch_loss", "loss_delta": "minibatch_loss_delta", "grad_norm": "grad_norm"},
-    "sgnht": {"loss": "minibatch_loss", "loss_delta": "minibatch_loss_delta", "grad_norm": "grad_norm",
-              "thermostat": "thermostat"},
-}
+# The framework kernels' state fields recorded in sample_stats, and their names there.
+_HMC_FIELDS = {"diverging": "diverging", "accept_prob": "accept_prob", "adapt_state.step_size": "step_size",
+               "num_steps": "num_steps"}
+
+
+def stat_fields(settings: SamplerSettings) -> dict[str, str]:
+    """Kernel-state paths recorded per kept draw → their sample_stats names: NumPyro's
+    NUTS/HMC fields, or every field of the update rule's Info."""
+    if settings.sampler in ("nuts", "hmc"):
+        return dict(_HMC_FIELDS)
+    return {f"info.{name}": name for name in rule_for(settings).Info._fields}
 
 
 def make_kernel(post: GibbsPosterior, settings: SamplerSettings):
@@ -55,8 +56,7 @@ def make_kernel(post: GibbsPosterior, settings: SamplerSettings):
             return NUTS(model_for(post), max_tree_depth=opts.pop("max_tree_depth"), **common)
         return JitteredHMC(model_for(post), num_steps=opts.pop("num_steps"), trajectory_length=None,
                            step_jitter=opts.pop("step_jitter"), **common)
-    batch = settings.resolved_batch_size(post.n)
-    return KERNELS[name](post.model.loss, settings.step_size, batch, **opts)
+    return RuleKernel(rule_for(settings), post.model.loss, settings.resolved_batch_size(post.n))
 
 
 def _chunk_size(n: int) -> int:
@@ -192,49 +192,38 @@ def evaluate_draws(post: GibbsPosterior, samples: dict, args: PosteriorArgs, obs
 
 
 @in_float64
-def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict, keep_params: bool = True,
-           probes: ProbePlan | None = None):
-    """Sample ``post`` with NumPyro and return a Trace (see pplpatterning.trace.build).
-
-    Runs in float64 inside ``jax.enable_x64(True)`` (the process's JAX configuration is left
-    as it was; attrs ``dtype`` records the precision). ``probes`` (validated by
-    ``pplpatterning.sample``) adds the ``probe_losses`` and ``per_sample_losses`` groups
-    (see pplpatterning.spec.probes).
-
-    The draws run in up to 20 equal compiled segments (see .driver). If the run stops early
-    (Ctrl-C, an error, all chains NaN), the completed draws are returned with attrs
-    ``incomplete=1`` and ``incomplete_reason``, and a warning says what happened. If the
-    evaluation after sampling (loss, observables, probes; :func:`evaluate_draws`) fails, the
-    trace is returned all the same: every draw's parameters are kept (even with
-    ``keep_params=False``), the values not evaluated are NaN, the run is marked incomplete
-    with the reason "evaluation failed at draw K: ...", and a RuntimeWarning says so.
-    """
+def sample_chains(post: GibbsPosterior, settings: SamplerSettings) -> RunResult:
+    """Compile and run the chains in float64 (inside ``jax.enable_x64(True)``; the process's
+    JAX configuration is left as it was): burn-in, then the draws in up to 20 equal compiled
+    segments that keep what completed (see .driver)."""
     t_start = time.perf_counter()
     args = posterior_args(post)
     kernel = make_kernel(post, settings)
     C = settings.num_chains
     init = {k: (jnp.broadcast_to(v, (C,) + v.shape) if C > 1 else v) for k, v in args.centre.items()}
-    fields = _EXTRA_FIELDS[settings.sampler]
-    samples, extra, reason = run_segmented(kernel, args, init, settings, fields)
-    t_sampled = time.perf_counter()
-    done = next(iter(samples.values())).shape[1]
-    if reason is not None:
-        warnings.warn(f"Sampling stopped early: {reason}. The trace keeps the {done} of {settings.num_draws} "
-                      "draws per chain completed before that.", RuntimeWarning, stacklevel=4)
+    samples, extra, reason = run_segmented(kernel, args, init, settings, stat_fields(settings))
+    return RunResult(draws=samples, stats=extra, stop_reason=reason, dtype=str(args.n_beta.dtype),
+                     seconds=time.perf_counter() - t_start, context=args)
 
-    minibatch = settings.is_stochastic_gradient and settings.loss_estimate == "minibatch"  # probes need "full"
-    ev = evaluate_draws(post, samples, args, observables, probes, with_loss=not minibatch)
-    loss, delta = (extra["minibatch_loss"], extra["minibatch_loss_delta"]) if minibatch else (ev.loss, ev.delta)
-    groups = {}
-    if probes is not None:
-        groups = probes.assemble(dataset_losses=ev.dataset_losses, per_sample=ev.per_sample, num_draws=done)
-    t_done = time.perf_counter()
-    reason = incomplete_reason(reason, ev, done)
 
-    stats = {"loss": loss, "loss_delta": delta, **extra}
-    attrs = run_attrs(post, settings, backend="numpyro", dtype=str(args.n_beta.dtype),
-                      packages=("jax", "jaxlib", "numpyro"), incomplete_reason=reason,
-                      sampling_seconds=t_sampled - t_start, evaluation_seconds=t_done - t_sampled)
-    keep = keep_params or ev.failure is not None
-    return build_trace(posterior=samples if keep else {}, sample_stats=stats, observables=ev.observables,
-                       attrs=attrs, extra_groups=groups)
+class NumPyroBackend:
+    """The NumPyro (JAX) backend (the protocol of pplpatterning.sampling.backend)."""
+
+    name = "numpyro"
+    packages = ("jax", "jaxlib", "numpyro")
+
+    @staticmethod
+    def evaluate_at_centre(post: GibbsPosterior, fn) -> np.ndarray:
+        return evaluate_at_centre(post, fn)
+
+    @staticmethod
+    def run(post: GibbsPosterior, settings: SamplerSettings) -> RunResult:
+        return sample_chains(post, settings)
+
+    @staticmethod
+    def evaluate(post: GibbsPosterior, result: RunResult, observables: dict, probes: ProbePlan | None, *,
+                 with_loss: bool) -> Evaluation:
+        return evaluate_draws(post, result.draws, result.context, observables, probes, with_loss=with_loss)
+
+
+BACKEND = NumPyroBackend()

@@ -2,9 +2,10 @@
 
 - NUTS and HMC run Pyro's own kernels (``pyro.infer.mcmc``) on a Pyro model of the
   posterior (improper-flat sites plus ``pyro.factor`` terms; :func:`.spec.gibbs_model`).
-- MALA, SGLD, RMSProp-SGLD and SGNHT evaluate the potential straight from the spec in
-  torch and advance all chains as one vectorised batch (``torch.func.vmap``), with no
-  Pyro tracing per step.
+- MALA, SGLD, RMSProp-SGLD and SGNHT are the update rules of pplpatterning.samplers
+  (written once for both backends), fed the potential straight from the spec in torch for
+  all chains as one vectorised batch (``torch.func.vmap``; .chains), with no Pyro tracing
+  per step.
 
 Everything runs in float64 (``torch.float64`` tensors; integer data stay ``torch.int64``;
 torch's global default dtype is not touched). Model losses and observables receive ``xp = array_api_compat.torch``.
@@ -13,13 +14,12 @@ Users' own ``torch.nn.Module`` networks come in through :func:`model_from_module
 
 from __future__ import annotations
 
-from .run import KERNELS, evaluate_at_centre, evaluate_draws, make_kernel, sample
+from .run import BACKEND, evaluate_at_centre, evaluate_draws, sample_chains
 from .spec import ChainEnergy, TorchPosterior, gibbs_model, model_potential_fn, torch_posterior
 from .user import model_from_module
 
 __all__ = [
-    "sample", "potential_and_grad", "evaluate_at_centre", "model_from_module", "make_kernel", "evaluate_draws",
-    "KERNELS",
+    "BACKEND", "sample_chains", "potential_and_grad", "evaluate_at_centre", "model_from_module", "evaluate_draws",
     "torch_posterior", "TorchPosterior", "gibbs_model", "model_potential_fn", "ChainEnergy",
 ]
 

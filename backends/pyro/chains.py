@@ -1,10 +1,14 @@
-"""The vectorised chain driver for MALA and the stochastic-gradient samplers.
+"""The vectorised chain driver for the update rules of pplpatterning.samplers (MALA and the
+stochastic-gradient samplers).
 
-All chains advance together: one kernel step is one vectorised update of a ``(C, d)``
-float64 tensor (see :class:`~.spec.ChainEnergy`); the Python loop runs over steps only.
-Randomness comes from ONE ``torch.Generator`` seeded with :func:`torch_seed` of
-``settings.seed`` and is drawn a block of steps at a time (minibatch indices, Gaussian
-noise, kernel extras), so the same seed reproduces the same trace exactly.
+All chains advance together: one step is the rule's update of a ``(C, d)`` float64 tensor,
+with the energy and its gradient from :class:`~.spec.ChainEnergy`; the Python loop runs
+over steps only. Randomness comes from ONE ``torch.Generator`` seeded with
+:func:`torch_seed` of ``settings.seed``: first the rule's ``init_streams`` (e.g. SGNHT's
+momentum), then a block of steps at a time, in this order: minibatch indices (SG rules, when
+the batch is smaller than n), then each of the rule's ``streams`` (``"noise"`` standard
+normals (steps, C, d), ``"uniform"`` U(0, 1) (steps, C)). The same seed reproduces the
+same trace exactly.
 
 Step ``t`` (0-based) is burn-in while ``t < num_burnin``; after it, every ``thinning``-th
 step is kept (post-burn-in steps ``thinning, 2·thinning, ...``, counted from 1 — NumPyro's
@@ -26,10 +30,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from .spec import DTYPE, ChainEnergy
+from pplpatterning.samplers.rule import Energy
 
-__all__ = ["Kernel", "ChainRun", "run_chains", "block_size", "torch_seed"]
+from .spec import DTYPE, ChainEnergy, xp
+
+__all__ = ["ChainRun", "run_chains", "block_size", "torch_seed", "draw_block", "draw_stream"]
 
 
 def torch_seed(seed: int | np.random.SeedSequence) -> int:
@@ -47,43 +54,31 @@ def torch_seed(seed: int | np.random.SeedSequence) -> int:
     return int(seq.generate_state(1, np.uint64)[0])
 
 
-class Kernel:
-    """Base class of a vectorised kernel over ``(C, d)`` chain states.
+def draw_stream(name: str, gen: torch.Generator, steps: int, chains: int, dim: int) -> torch.Tensor:
+    """``steps`` steps' worth of the random stream ``name`` (leading dim ``steps``)."""
+    if name == "noise":
+        return torch.randn((steps, chains, dim), generator=gen, dtype=DTYPE)
+    if name == "uniform":
+        return torch.rand((steps, chains), generator=gen, dtype=DTYPE)
+    raise ValueError(f"Unknown random stream {name!r} requested by the sampler's rule.")
 
-    Subclasses set ``stat_names`` (the sample_stats they report per step, in order) and
-    implement ``init(z0, gen)`` and ``step(state, rnd, t) -> (state, {stat: (C,) tensor})``.
-    ``rnd`` holds this step's slice of :meth:`randomness`.
-    """
 
-    stat_names: tuple[str, ...] = ()
-
-    def __init__(self, energy: ChainEnergy, step_size: float, batch_size: int, num_burnin: int):
-        self.energy = energy
-        self.step_size = float(step_size)
-        self.batch_size = int(batch_size)
-        self.num_burnin = int(num_burnin)
-        self.full_batch = energy.full_batch
-
-    def randomness(self, gen: torch.Generator, steps: int, chains: int, dim: int) -> dict[str, torch.Tensor]:
-        """Random numbers for ``steps`` consecutive steps (leading dim ``steps``)."""
-        out = {}
-        if not self.full_batch:
-            out["idx"] = torch.randint(0, self.energy.tp.n, (steps, chains, self.batch_size), generator=gen)
-        out["noise"] = torch.randn((steps, chains, dim), generator=gen, dtype=DTYPE)
-        return out
-
-    def init(self, z0: torch.Tensor, gen: torch.Generator) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def step(self, state: Any, rnd: dict[str, torch.Tensor], t: int):  # pragma: no cover - abstract
-        raise NotImplementedError
+def draw_block(rule, energy: ChainEnergy, gen: torch.Generator, steps: int, chains: int, dim: int):
+    """The random numbers of ``steps`` consecutive steps: minibatch indices (``"idx"``), then
+    the rule's streams."""
+    out = {}
+    if rule.minibatch and not energy.full_batch:
+        out["idx"] = torch.randint(0, energy.tp.n, (steps, chains, energy.batch_size), generator=gen)
+    for name in rule.streams:
+        out[name] = draw_stream(name, gen, steps, chains, dim)
+    return out
 
 
 @dataclass
 class ChainRun:
     """Kept draws ``z: (C, D, d)`` and per-draw ``stats``; ``num_done`` ≤ D are complete.
 
-    ``extra["state"]`` is the kernel's final state (e.g. RMSProp's frozen V), for checks.
+    ``extra["state"]`` is the rule's final state (e.g. RMSProp's frozen V), for checks.
     """
 
     z: torch.Tensor
@@ -100,22 +95,22 @@ def block_size(chains: int, dim: int, batch_size: int, total: int) -> int:
     return int(max(1, min(total, 256, 1_000_000 // max(per_step, 1))))
 
 
-def run_chains(kernel: Kernel, z0: torch.Tensor, *, num_burnin: int, num_draws: int, thinning: int,
+def run_chains(rule, energy: ChainEnergy, z0: torch.Tensor, *, num_burnin: int, num_draws: int, thinning: int,
                gen: torch.Generator, progress_bar: bool = True, desc: str = "") -> ChainRun:
-    """Run all chains of ``kernel`` from ``z0: (C, d)``; see the module docstring."""
+    """Run all chains of the update rule ``rule`` from ``z0: (C, d)``; see the module docstring."""
     C, d = z0.shape
     D = num_draws
     T = num_burnin + num_draws * thinning
     z_buf = torch.empty((C, D, d), dtype=DTYPE)
-    stat_buf = {name: None for name in kernel.stat_names}
-    K = block_size(C, d, kernel.batch_size if not kernel.full_batch else 0, T)
+    stat_buf = {name: None for name in rule.Info._fields}
+    K = block_size(C, d, energy.batch_size if not energy.full_batch else 0, T)
     bar = None
     if progress_bar:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=T, desc=desc or "sampling", unit="step", leave=True, dynamic_ncols=True)
 
-    state = kernel.init(z0.clone(), gen)
+    with torch.no_grad():
+        init_noise = {name: draw_stream(name, gen, 1, C, d)[0] for name in rule.init_streams}
+        state = rule.init(z0.clone(), lambda z: Energy(*energy(z)), init_noise, xp)
     t = 0
     done = 0
     reason = None
@@ -123,15 +118,17 @@ def run_chains(kernel: Kernel, z0: torch.Tensor, *, num_burnin: int, num_draws: 
         with torch.no_grad():
             while t < T:
                 k = min(K, T - t)
-                rnd = kernel.randomness(gen, k, C, d)
+                rnd = draw_block(rule, energy, gen, k, C, d)
                 for j in range(k):
-                    state, stats = kernel.step(state, {key: v[j] for key, v in rnd.items()}, t)
+                    idx = rnd["idx"][j] if "idx" in rnd else None
+                    state, info = rule.step(state, lambda z, idx=idx: Energy(*energy(z, idx)),
+                                            {name: rnd[name][j] for name in rule.streams}, torch.tensor(t), xp)
                     t += 1
                     s = t - num_burnin
                     if s > 0 and s % thinning == 0:
                         i = s // thinning - 1
                         z_buf[:, i] = state.z
-                        for name, value in stats.items():
+                        for name, value in info._asdict().items():
                             buf = stat_buf[name]
                             if buf is None:
                                 buf = stat_buf[name] = torch.empty((C, D), dtype=value.dtype)
@@ -157,7 +154,7 @@ def run_chains(kernel: Kernel, z0: torch.Tensor, *, num_burnin: int, num_draws: 
         if bar is not None:
             bar.close()
     stats_out = {}
-    for name in kernel.stat_names:
+    for name in rule.Info._fields:
         buf = stat_buf[name]
         stats_out[name] = buf if buf is not None else torch.full((C, D), math.nan, dtype=DTYPE)
     return ChainRun(z=z_buf, stats=stats_out, num_done=done, steps_done=t, stop_reason=reason,

@@ -1,51 +1,35 @@
-"""Run a GibbsPosterior on the Pyro/PyTorch backend and assemble the Trace.
+"""The Pyro/PyTorch backend object: run the chains, evaluate the kept draws.
 
-The Trace has exactly the NumPyro backend's structure (groups, variable names and order,
-dims, attrs keys; see backends/numpyro/run.py), with ``backend="pyro"``. A run stopped
-early (every chain NaN/inf, ``KeyboardInterrupt``, or an error after some draws) returns
-the draws completed so far with attrs ``incomplete=1`` and ``incomplete_reason`` (0 and ""
-for a complete run), and warns; stopped before any kept draw, it raises.
+A run stopped early (every chain NaN/inf, ``KeyboardInterrupt``, or an error after some
+draws) returns the draws completed so far with its ``stop_reason``; the Trace, the warning
+and the incomplete-run attrs are built by ``pplpatterning.sampling.core`` for every backend.
 
-The kept draws are then evaluated (full-batch loss, observables, probes) in blocks of
-draws, all chains at once. If that evaluation raises, the trace is still returned
-(contract C3 of issue 9): every sampled parameter draw is kept in ``posterior`` (even with
-``keep_params=False``), the values of the draws from the failing block on are NaN, attrs
-``incomplete=1`` with ``incomplete_reason`` "evaluation failed at draw K: ExcType: msg"
-(after any earlier stop reason), and a RuntimeWarning says so.
+The kept draws are evaluated (full-batch loss, observables, probes) in blocks of draws, all
+chains at once, never raising: a failing block keeps the evaluated prefix and says why
+(contract C3 of issue 9; see :func:`evaluate_in_blocks`).
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from contextlib import contextmanager
 
 import numpy as np
 import torch
+from torch.func import vmap
 
-from pplpatterning.sampling.evaluation import Evaluation, evaluation_failure, incomplete_reason, join_draw_blocks
+from pplpatterning.sampling.backend import RunResult
+from pplpatterning.sampling.evaluation import Evaluation, evaluation_failure, join_draw_blocks
 from pplpatterning.spec.posterior import GibbsPosterior
 from pplpatterning.spec.probes import ProbePlan, dataset_losses, sample_losses
+from pplpatterning.samplers.registry import rule_for
 from pplpatterning.samplers.settings import SamplerSettings
-from pplpatterning.trace.build import build_trace, run_attrs
 
-from .chains import ChainRun, Kernel, run_chains, torch_seed
-from .mala import MALA
-from .rmsprop_sgld import RMSPropSGLD
-from .sgld import SGLD
-from .sgnht import SGNHT
-from .spec import DTYPE, ChainEnergy, TorchPosterior, _as_data_tensor, full_batch_loss, torch_posterior, xp
+from .chains import ChainRun, run_chains, torch_seed
+from .hmc import run_hmc
+from .spec import DTYPE, ChainEnergy, TorchPosterior, as_data_tensor, full_batch_loss, torch_posterior, xp
 
-__all__ = ["sample", "make_kernel", "evaluate_draws", "evaluate_in_blocks", "evaluate_at_centre", "KERNELS"]
-
-KERNELS = {"mala": MALA, "sgld": SGLD, "rmsprop_sgld": RMSPropSGLD, "sgnht": SGNHT}
-
-
-def make_kernel(tp: TorchPosterior, settings: SamplerSettings, batch_size: int) -> Kernel:
-    """The vectorised kernel for ``settings.sampler`` (MALA or an SG sampler)."""
-    energy = ChainEnergy(tp, batch_size)
-    return KERNELS[settings.sampler](energy, settings.step_size, batch_size, settings.num_burnin,
-                                     **dict(settings.options))
+__all__ = ["BACKEND", "sample_chains", "evaluate_draws", "evaluate_in_blocks", "evaluate_at_centre"]
 
 
 def _chunk_size(n: int) -> int:
@@ -60,8 +44,6 @@ def _as_output(value) -> torch.Tensor:
 def _map_chunks(fn, flat: torch.Tensor, step: int) -> list[np.ndarray]:
     """``vmap(fn)`` over the rows of ``flat`` in chunks of ``step``, without gradients; one
     float64/bool numpy array per output of ``fn``."""
-    from torch.func import vmap
-
     f = vmap(fn)
     columns: list[list[torch.Tensor]] | None = None
     with torch.no_grad():
@@ -190,58 +172,53 @@ def _torch_threads(work: float):
 
 def _run(tp: TorchPosterior, post: GibbsPosterior, settings: SamplerSettings) -> ChainRun:
     if settings.sampler in ("nuts", "hmc"):
-        from .hmc import run_hmc
-
         return run_hmc(tp, settings)
-    batch = settings.resolved_batch_size(post.n)
-    kernel = make_kernel(tp, settings, batch)
+    energy = ChainEnergy(tp, settings.resolved_batch_size(post.n))
     gen = torch.Generator().manual_seed(torch_seed(settings.seed))
     z0 = tp.centre_flat().expand(settings.num_chains, tp.dim).clone()
-    return run_chains(kernel, z0, num_burnin=settings.num_burnin, num_draws=settings.num_draws,
+    return run_chains(rule_for(settings), energy, z0, num_burnin=settings.num_burnin, num_draws=settings.num_draws,
                       thinning=settings.thinning, gen=gen, progress_bar=settings.progress_bar,
                       desc=f"{settings.sampler} ({settings.num_chains} chains)")
 
 
-def sample(post: GibbsPosterior, settings: SamplerSettings, *, observables: dict, keep_params: bool = True,
-           probes: ProbePlan | None = None):
-    """Sample ``post`` with Pyro/PyTorch and return a Trace (see pplpatterning.trace.build).
-
-    ``probes`` (validated by ``pplpatterning.sample``) adds the ``probe_losses`` and
-    ``per_sample_losses`` groups (see pplpatterning.spec.probes)."""
+def sample_chains(post: GibbsPosterior, settings: SamplerSettings) -> RunResult:
+    """Run the chains (NUTS/HMC: Pyro's kernels; the others: the update rules, all chains at
+    once); the completed draws as NumPy views and the sampler's statistics sorted by name."""
     t_start = time.perf_counter()
-    observables = dict(observables or {})
     tp = torch_posterior(post)
     with _torch_threads(settings.num_chains * settings.resolved_batch_size(post.n) * max(tp.dim, 1)):
-        run = _run(tp, post, settings)
-    D = run.num_done
-    if run.stop_reason is not None and D == 0:
-        raise FloatingPointError(f"Sampling stopped before any draw was kept: {run.stop_reason}.")
-    if run.stop_reason is not None:
-        warnings.warn(f"Sampling stopped early: {run.stop_reason}. The trace keeps the {D} of "
-                      f"{settings.num_draws} draws per chain completed before that.", RuntimeWarning, stacklevel=3)
-    z = run.z[:, :D]
-    # sample_stats in NumPyro's order: loss, loss_delta, then the sampler's fields sorted by name
-    extra = {name: run.stats[name][:, :D].numpy() for name in sorted(run.stats)}
-    t_sampled = time.perf_counter()
+        chains = _run(tp, post, settings)
+    D = chains.num_done
+    z = chains.z[:, :D]
+    stats = {name: chains.stats[name][:, :D].numpy() for name in sorted(chains.stats)}
+    draws = {name: a.numpy() for name, a in tp.unflatten(z).items()}
+    return RunResult(draws=draws, stats=stats, stop_reason=chains.stop_reason, dtype=str(DTYPE).removeprefix("torch."),
+                     seconds=time.perf_counter() - t_start, context=(tp, z))
 
-    minibatch = settings.is_stochastic_gradient and settings.loss_estimate == "minibatch"
-    with _torch_threads(_chunk_size(tp.n) * tp.n * max(tp.dim, 1)):
-        ev = _evaluate(tp, z, observables, probes, minibatch=minibatch)
-    groups = {}
-    if probes is not None:
-        groups = probes.assemble(dataset_losses=ev.dataset_losses, per_sample=ev.per_sample, num_draws=D)
-    loss, delta = (extra["minibatch_loss"], extra["minibatch_loss_delta"]) if minibatch else (ev.loss, ev.delta)
-    t_done = time.perf_counter()
 
-    reason = incomplete_reason(run.stop_reason, ev, D)
-    keep = keep_params or ev.failure is not None
-    samples = {name: a.numpy() for name, a in tp.unflatten(z).items()} if keep else {}
-    stats = {"loss": loss, "loss_delta": delta, **extra}
-    attrs = run_attrs(post, settings, backend="pyro", dtype=str(DTYPE).removeprefix("torch."),
-                      packages=("torch", "pyro-ppl"), incomplete_reason=reason,
-                      sampling_seconds=t_sampled - t_start, evaluation_seconds=t_done - t_sampled)
-    return build_trace(posterior=samples, sample_stats=stats, observables=ev.observables, attrs=attrs,
-                       extra_groups=groups)
+class PyroBackend:
+    """The Pyro (PyTorch) backend (the protocol of pplpatterning.sampling.backend)."""
+
+    name = "pyro"
+    packages = ("torch", "pyro-ppl")
+
+    @staticmethod
+    def evaluate_at_centre(post: GibbsPosterior, fn) -> np.ndarray:
+        return evaluate_at_centre(post, fn)
+
+    @staticmethod
+    def run(post: GibbsPosterior, settings: SamplerSettings) -> RunResult:
+        return sample_chains(post, settings)
+
+    @staticmethod
+    def evaluate(post: GibbsPosterior, result: RunResult, observables: dict, probes: ProbePlan | None, *,
+                 with_loss: bool) -> Evaluation:
+        tp, z = result.context
+        with _torch_threads(_chunk_size(tp.n) * tp.n * max(tp.dim, 1)):
+            return _evaluate(tp, z, dict(observables), probes, minibatch=not with_loss)
+
+
+BACKEND = PyroBackend()
 
 
 def _evaluate(tp: TorchPosterior, z: torch.Tensor, observables: dict, probes: ProbePlan | None, *,
@@ -256,7 +233,7 @@ def _evaluate(tp: TorchPosterior, z: torch.Tensor, observables: dict, probes: Pr
         return evaluate_in_blocks(tp, z, observables, with_loss=False)
     if probes is None:
         return evaluate_in_blocks(tp, z, observables)
-    as_t = lambda d: {k: _as_data_tensor(v) for k, v in d.items()}  # noqa: E731
+    as_t = lambda d: {k: as_data_tensor(v) for k, v in d.items()}  # noqa: E731
     per_sample = as_t(probes.per_sample_batch) if probes.num_per_sample else None
     return evaluate_in_blocks(tp, z, observables, datasets={name: as_t(d) for name, d in probes.datasets.items()},
                               per_sample_batch=per_sample,

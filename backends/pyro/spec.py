@@ -52,7 +52,7 @@ def _as_tensor(value: Any) -> Any:
     return torch.tensor(np.array(arr, dtype=np.float64), dtype=DTYPE)
 
 
-def _as_data_tensor(value: Any) -> Any:
+def as_data_tensor(value: Any) -> Any:
     """A data or constant array as a tensor that keeps its kind (contract C2 of issue 9).
 
     Integer arrays (token ids, indices) become ``torch.int64``, so that they index exactly
@@ -118,11 +118,11 @@ def torch_posterior(post: GibbsPosterior) -> TorchPosterior:
         start += size
     return TorchPosterior(
         loss_fn=post.model.loss,
-        data={k: _as_data_tensor(v) for k, v in post.data.items()},
+        data={k: as_data_tensor(v) for k, v in post.data.items()},
         weights=_as_tensor(post.effective_weights),
         centre={k: _as_tensor(post.centre[k]) for k in post.sampled},
         frozen={k: _as_tensor(post.centre[k]) for k in post.frozen},
-        consts={k: _as_data_tensor(v) for k, v in post.model.consts.items()},
+        consts={k: as_data_tensor(v) for k, v in post.model.consts.items()},
         loss_at_centre=_as_tensor(post.loss_at_centre_per_sample),
         n_beta=float(post.n_beta),
         gamma=float(post.gamma),
@@ -187,7 +187,8 @@ class ChainEnergy:
         from torch.func import vmap
 
         self.tp = tp
-        self.full_batch = int(batch_size) >= tp.n
+        self.batch_size = int(batch_size)
+        self.full_batch = self.batch_size >= tp.n
         if self.full_batch:
             data, w, ls = tp.data, tp.weights, tp.loss_at_centre
             self._forward = vmap(lambda z: _energy(tp, z, data, w, ls))

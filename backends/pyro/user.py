@@ -49,7 +49,7 @@ import torch
 
 from pplpatterning.spec.model import Model
 
-from .spec import DTYPE, _as_data_tensor, _as_tensor
+from .spec import DTYPE, as_data_tensor, _as_tensor
 
 __all__ = ["ModuleLoss", "model_from_module"]
 
@@ -121,7 +121,7 @@ class ModuleLoss:
         if kind == "numpy":  # the core's float64 reference path: through torch and back
             with torch.no_grad():
                 out = self._torch_loss({k: _as_tensor(v) for k, v in params.items()},
-                                       {k: _as_data_tensor(v) for k, v in batch.items()})
+                                       {k: as_data_tensor(v) for k, v in batch.items()})
             return out.detach().numpy().astype(np.float64)
         raise TypeError(
             f"Model {self.name!r} wraps a torch.nn.Module and only runs on the pyro backend "

@@ -21,14 +21,15 @@ from typing import Any, Mapping
 
 __all__ = [
     "SAMPLERS", "EXACT_SAMPLERS", "SG_SAMPLERS", "SamplerSettings", "LOSS_ESTIMATES", "OPTION_CHECKS",
-    "SEED_LIMIT", "validate_options",
+    "SEED_LIMIT", "validate_options", "add_sampler", "remove_sampler",
 ]
 
 EXACT_SAMPLERS = ("nuts", "hmc", "mala")
 SG_SAMPLERS = ("sgld", "rmsprop_sgld", "sgnht")
 
-# Per-sampler options and their defaults (beyond the common ones in SamplerSettings).
-SAMPLERS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+# Per-sampler options and their defaults (beyond the common ones in SamplerSettings);
+# :func:`pplpatterning.samplers.registry.register_sampler` adds rows.
+_TABLE: dict[str, Mapping[str, Any]] = {
     # NUTS/HMC adapt the step size during burn-in (dual averaging) toward target_accept.
     "nuts": MappingProxyType({"target_accept": 0.8, "max_tree_depth": 10}),
     # HMC jitters ε by U(1 - j, 1 + j) after burn-in against resonance (Neal 2011 §5.4.2.2).
@@ -42,9 +43,24 @@ SAMPLERS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     # SGNHT (Ding et al. 2014): p ← p - ξ p ε - ε∇U + √(2Aε) η, w ← w + ε p,
     # ξ ← ξ + ε (pᵀp/d - 1); A = diffusion.
     "sgnht": MappingProxyType({"diffusion": 0.01}),
-})
+}
+SAMPLERS: Mapping[str, Mapping[str, Any]] = MappingProxyType(_TABLE)
+_STOCHASTIC_GRADIENT = set(SG_SAMPLERS)
 
 LOSS_ESTIMATES = ("full", "minibatch")
+
+
+def add_sampler(name: str, options: Mapping[str, Any], *, stochastic_gradient: bool) -> None:
+    """Add a row to :data:`SAMPLERS` (through :func:`~pplpatterning.samplers.registry.register_sampler`)."""
+    _TABLE[name] = MappingProxyType(dict(options))
+    if stochastic_gradient:
+        _STOCHASTIC_GRADIENT.add(name)
+
+
+def remove_sampler(name: str) -> None:
+    """Remove a row added by :func:`add_sampler`."""
+    _TABLE.pop(name, None)
+    _STOCHASTIC_GRADIENT.discard(name)
 
 #: Seeds are integers in [0, SEED_LIMIT): both backends' generators take 64-bit seeds.
 SEED_LIMIT = 2**63
@@ -164,14 +180,14 @@ class SamplerSettings:
             if not isinstance(self.step_size, (int, float)) or not math.isfinite(self.step_size) or self.step_size <= 0:
                 raise ValueError(f"`step_size` must be a finite positive number, got {self.step_size!r}.")
             object.__setattr__(self, "step_size", float(self.step_size))
-        elif self.sampler in SG_SAMPLERS:
+        elif self.is_stochastic_gradient:
             object.__setattr__(self, "step_size", 1e-4)
         if self.batch_size is not None:
             if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
                 raise ValueError(f"`batch_size` must be a positive integer, got {self.batch_size!r}.")
         if self.loss_estimate not in LOSS_ESTIMATES:
             raise ValueError(f"`loss_estimate` must be one of {LOSS_ESTIMATES}, got {self.loss_estimate!r}.")
-        if self.loss_estimate == "minibatch" and self.sampler in EXACT_SAMPLERS:
+        if self.loss_estimate == "minibatch" and not self.is_stochastic_gradient:
             raise ValueError(
                 f"`loss_estimate='minibatch'` applies to SG samplers only; {self.sampler!r} uses the full loss."
             )
@@ -192,7 +208,7 @@ class SamplerSettings:
 
     @property
     def is_stochastic_gradient(self) -> bool:
-        return self.sampler in SG_SAMPLERS
+        return self.sampler in _STOCHASTIC_GRADIENT
 
     def resolved_batch_size(self, n: int) -> int:
         """The minibatch size actually used on n samples (full batch for exact samplers)."""

@@ -1,114 +1,34 @@
-"""`sample`: run a GibbsPosterior on a backend and return a Trace.
+"""`sample`: run a GibbsPosterior on a backend and return a Trace — the one skeleton every
+backend runs under.
 
-Backends are imported lazily by name, so importing pplpatterning never imports JAX or
-torch; nothing after the Trace needs either.
+``sample()`` validates everything (settings, memory, observables and probes evaluated once
+at w*), then asks the backend (:mod:`.backend`) to ``run`` the chains and to ``evaluate``
+the kept draws, and builds the Trace here: the keep-what-completed policy and the
+incomplete-run attrs exist once. Backends are imported lazily by name, so importing
+pplpatterning never imports JAX or torch; nothing after the Trace needs either.
 """
 
 from __future__ import annotations
 
+import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from pplpatterning.samplers.settings import SamplerSettings
+from pplpatterning.sampling.backend import BACKENDS, Backend, RunResult, check_backend_name, get_backend
+from pplpatterning.sampling.evaluation import Evaluation, incomplete_reason
+from pplpatterning.sampling.memory import SampleMemoryError, check_memory, estimate_memory
 from pplpatterning.spec.observables import validate_observables
 from pplpatterning.spec.posterior import GibbsPosterior
-from pplpatterning.spec.probes import MEMORY_COPIES, ProbePlan, Probes, _gb, available_memory, dataset_losses, sample_losses
-from pplpatterning.samplers.settings import SamplerSettings
+from pplpatterning.spec.probes import ProbePlan, Probes, dataset_losses, sample_losses
+from pplpatterning.trace import build_trace, run_attrs
 
-__all__ = ["sample", "BACKENDS", "SampleMemoryError", "estimate_memory", "check_at_centre"]
-
-#: Copies of the d parameters each chain keeps while sampling: position, gradient, momentum,
-#: a proposal with its gradient, adaptation (mass matrix, RMSProp V) and the backend's buffers.
-STATE_COPIES = 8
-#: Scalars recorded per kept draw beside the observables and probe losses (loss, loss_delta
-#: and the sampler's statistics: accept_prob, step_size, diverging, energy, ...).
-PER_DRAW_STATS = 8
-_BYTES = 8  # float64
-
-BACKENDS = ("numpyro", "pyro")
-
-
-def get_backend(name: str):
-    """Import the backend module ``pplpatterning.backends.<name>``."""
-    if name not in BACKENDS:
-        raise ValueError(f"`backend` must be one of {list(BACKENDS)}, got {name!r}.")
-    import importlib
-
-    try:
-        return importlib.import_module(f"pplpatterning.backends.{name}")
-    except ModuleNotFoundError as exc:
-        extra = "numpyro" if name == "numpyro" else "pyro"
-        raise ImportError(
-            f"The {name!r} backend needs packages that are not installed ({exc.name}); "
-            f"install them with `pip install 'pplpatterning[{extra}]' -c constraints.txt`."
-        ) from exc
-
-
-class SampleMemoryError(MemoryError, ValueError):
-    """The run asked for will not fit in memory (raised before anything is compiled)."""
-
-
-def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, keep_params: bool,
-                    num_observables: int = 0, plan: ProbePlan | None = None) -> dict[str, int]:
-    """Bytes a run needs, by part (a lower bound of the peak, float64 = 8 bytes each):
-
-    - ``state``: C × (STATE_COPIES × d + B) × 8: each chain's sampler state and its per-sample
-      losses on a batch of B rows (chains run as one vectorised batch);
-    - ``draws``: C × D × (k d + PER_DRAW_STATS + #observables + #probe data sets) × 8: the kept
-      draws, which are held for the evaluation after sampling (k = 1), with a second copy when
-      ``keep_params`` (NumPyro concatenates its segments: k = 2);
-    - ``probes``: the per-sample probe losses at their peak, MEMORY_COPIES × plan.memory_bytes.
-
-    C = num_chains, D = num_draws (kept), d = number of scalar parameters.
-    """
-    d = posterior.model.dim
-    rows = settings.resolved_batch_size(posterior.n)
-    num_sets = 0 if plan is None else len(plan.datasets)
-    per_draw = (d * (2 if keep_params else 1) + PER_DRAW_STATS + num_observables + num_sets) * _BYTES
-    return {
-        "state": settings.num_chains * (STATE_COPIES * d + rows) * _BYTES,
-        "draws": settings.num_chains * settings.num_draws * per_draw,
-        "probes": 0 if plan is None else MEMORY_COPIES * plan.memory_bytes,
-    }
-
-
-def check_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, keep_params: bool,
-                 num_observables: int = 0, plan: ProbePlan | None = None,
-                 available: int | None = None) -> int:
-    """The total of :func:`estimate_memory`; raise :class:`SampleMemoryError` naming
-    ``num_chains`` / ``num_draws`` / ``keep_params`` and what fits when it exceeds the
-    available memory (:func:`pplpatterning.spec.probes.available_memory`)."""
-    parts = estimate_memory(posterior, settings, keep_params=keep_params, num_observables=num_observables,
-                            plan=plan)
-    need = sum(parts.values())
-    avail = available_memory() if available is None else int(available)
-    if need <= avail:
-        return int(need)
-    C, D = settings.num_chains, settings.num_draws
-    per_chain = (parts["state"] + parts["draws"]) // C
-    fixes = []
-    max_chains = (avail - parts["probes"]) // per_chain if avail > parts["probes"] else 0
-    if 1 <= max_chains < C:
-        fixes.append(f"num_chains ≤ {max_chains}")
-    room = avail - parts["probes"] - parts["state"]
-    if room > 0 and parts["draws"]:
-        max_draws = room // (parts["draws"] // D)
-        if 1 <= max_draws < D:
-            fixes.append(f"num_draws ≤ {max_draws} (or a larger `thinning`)")
-    if keep_params:
-        without = sum(estimate_memory(posterior, settings, keep_params=False, num_observables=num_observables,
-                                      plan=plan).values())
-        if without <= avail:
-            fixes.append("keep_params=False")
-    fixes = fixes or ["fewer num_chains and num_draws"]
-    raise SampleMemoryError(
-        f"This run needs about {_gb(need)} but only {_gb(avail)} is available; nothing was compiled or sampled. "
-        f"num_chains={C} × d={posterior.model.dim} parameters: sampler state {_gb(parts['state'])}; "
-        f"num_draws={D} kept draws per chain (keep_params={keep_params}): {_gb(parts['draws'])}; "
-        f"probes: {_gb(parts['probes'])}. Use " + ", or ".join(fixes) + "."
-    )
+__all__ = ["sample", "BACKENDS", "SampleMemoryError", "estimate_memory", "check_memory", "check_at_centre",
+           "get_backend"]
 
 
 def _finite_scalar_at_centre(module, posterior: GibbsPosterior, fn, what: str, shape: tuple[int, ...] = ()):
@@ -190,8 +110,7 @@ def sample(
         raise TypeError(f"`posterior` must be a GibbsPosterior, got {type(posterior).__name__}.")
     if not isinstance(keep_params, (bool, np.bool_)):
         raise TypeError(f"`keep_params` must be True or False, got {keep_params!r}.")
-    if backend not in BACKENDS:
-        raise ValueError(f"`backend` must be one of {list(BACKENDS)}, got {backend!r}.")
+    check_backend_name(backend)
     settings = SamplerSettings(
         sampler=sampler, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
         step_size=step_size, batch_size=batch_size, thinning=thinning, loss_estimate=loss_estimate,
@@ -210,9 +129,37 @@ def sample(
                           plan=plan)
     module = get_backend(backend)
     check_at_centre(module, posterior, observables, plan)
-    kwargs: dict[str, Any] = {"observables": observables, "keep_params": bool(keep_params)}
-    if plan is not None:
-        kwargs["probes"] = plan
-    trace = module.sample(posterior, settings, **kwargs)
+    run = module.run(posterior, settings)
+    trace = assemble_trace(module, posterior, settings, run, observables, plan, keep_params=bool(keep_params))
     trace.attrs["memory_estimate_bytes"] = int(memory)
     return trace
+
+
+def assemble_trace(module: Backend, posterior: GibbsPosterior, settings: SamplerSettings, run: RunResult,
+                   observables: dict, plan: ProbePlan | None, *, keep_params: bool) -> xr.DataTree:
+    """The keep-what-completed policy, once for every backend: a run stopped before any kept
+    draw raises; one stopped later warns and keeps its completed draws; the kept draws are
+    evaluated (the minibatch loss taken from the sampler with ``loss_estimate="minibatch"``);
+    if that evaluation fails, every parameter draw is kept even with ``keep_params=False``,
+    and attrs ``incomplete``/``incomplete_reason`` say what happened (issue 9, contract C3)."""
+    D = run.num_draws
+    if run.stop_reason is not None and D == 0:
+        raise FloatingPointError(f"Sampling stopped before any draw was kept: {run.stop_reason}.")
+    if run.stop_reason is not None:
+        warnings.warn(f"Sampling stopped early: {run.stop_reason}. The trace keeps the {D} of "
+                      f"{settings.num_draws} draws per chain completed before that.", RuntimeWarning, stacklevel=3)
+    minibatch = settings.is_stochastic_gradient and settings.loss_estimate == "minibatch"  # probes need "full"
+    t_evaluated = time.perf_counter()
+    ev: Evaluation = module.evaluate(posterior, run, observables, plan, with_loss=not minibatch)
+    t_evaluated = time.perf_counter() - t_evaluated
+    stats = dict(run.stats)
+    loss, delta = (stats["minibatch_loss"], stats["minibatch_loss_delta"]) if minibatch else (ev.loss, ev.delta)
+    groups = {}
+    if plan is not None:
+        groups = plan.assemble(dataset_losses=ev.dataset_losses, per_sample=ev.per_sample, num_draws=D)
+    attrs = run_attrs(posterior, settings, backend=module.name, dtype=run.dtype, packages=module.packages,
+                      incomplete_reason=incomplete_reason(run.stop_reason, ev, D),
+                      sampling_seconds=run.seconds, evaluation_seconds=t_evaluated)
+    keep = keep_params or ev.failure is not None
+    return build_trace(posterior=run.draws if keep else {}, sample_stats={"loss": loss, "loss_delta": delta, **stats},
+                       observables=ev.observables, attrs=attrs, extra_groups=groups)

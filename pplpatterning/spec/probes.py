@@ -78,7 +78,7 @@ def available_memory() -> int:
         return 1 << 62
 
 
-def _gb(x: float) -> str:
+def format_gb(x: float) -> str:
     return f"{x / 1e9:.3g} GB"
 
 
@@ -101,8 +101,8 @@ def check_memory(num_chains: int, num_draws: int, thinning: int, num_samples: in
             fixes.append(f"at most {max_samples} `per_sample` indices (plus held-out points) at thinning={thinning}")
         fixes.append("fewer `num_draws`/`num_chains`")
         raise ProbeMemoryError(
-            f"`probes`: the per-sample losses need {_gb(need)} ({num_chains} chains × {kept} draws × "
-            f"{num_samples} samples × 8 bytes), about {_gb(MEMORY_COPIES * need)} at peak, but only {_gb(avail)} "
+            f"`probes`: the per-sample losses need {format_gb(need)} ({num_chains} chains × {kept} draws × "
+            f"{num_samples} samples × 8 bytes), about {format_gb(MEMORY_COPIES * need)} at peak, but only {format_gb(avail)} "
             f"is available; nothing was sampled. Use " + ", or ".join(fixes) + "."
         )
     return int(need)

@@ -1,0 +1,81 @@
+"""What a run will need in memory, stated and checked before anything is compiled."""
+
+from __future__ import annotations
+
+from pplpatterning.samplers.settings import SamplerSettings
+from pplpatterning.spec.posterior import GibbsPosterior
+from pplpatterning.spec.probes import MEMORY_COPIES, ProbePlan, available_memory, format_gb
+
+__all__ = ["SampleMemoryError", "estimate_memory", "check_memory", "STATE_COPIES", "PER_DRAW_STATS"]
+
+#: Copies of the d parameters each chain keeps while sampling: position, gradient, momentum,
+#: a proposal with its gradient, adaptation (mass matrix, RMSProp V) and the backend's buffers.
+STATE_COPIES = 8
+#: Scalars recorded per kept draw beside the observables and probe losses (loss, loss_delta
+#: and the sampler's statistics: accept_prob, step_size, diverging, energy, ...).
+PER_DRAW_STATS = 8
+_BYTES = 8  # float64
+
+class SampleMemoryError(MemoryError, ValueError):
+    """The run asked for will not fit in memory (raised before anything is compiled)."""
+
+
+def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, keep_params: bool,
+                    num_observables: int = 0, plan: ProbePlan | None = None) -> dict[str, int]:
+    """Bytes a run needs, by part (a lower bound of the peak, float64 = 8 bytes each):
+
+    - ``state``: C × (STATE_COPIES × d + B) × 8: each chain's sampler state and its per-sample
+      losses on a batch of B rows (chains run as one vectorised batch);
+    - ``draws``: C × D × (k d + PER_DRAW_STATS + #observables + #probe data sets) × 8: the kept
+      draws, which are held for the evaluation after sampling (k = 1), with a second copy when
+      ``keep_params`` (NumPyro concatenates its segments: k = 2);
+    - ``probes``: the per-sample probe losses at their peak, MEMORY_COPIES × plan.memory_bytes.
+
+    C = num_chains, D = num_draws (kept), d = number of scalar parameters.
+    """
+    d = posterior.model.dim
+    rows = settings.resolved_batch_size(posterior.n)
+    num_sets = 0 if plan is None else len(plan.datasets)
+    per_draw = (d * (2 if keep_params else 1) + PER_DRAW_STATS + num_observables + num_sets) * _BYTES
+    return {
+        "state": settings.num_chains * (STATE_COPIES * d + rows) * _BYTES,
+        "draws": settings.num_chains * settings.num_draws * per_draw,
+        "probes": 0 if plan is None else MEMORY_COPIES * plan.memory_bytes,
+    }
+
+
+def check_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, keep_params: bool,
+                 num_observables: int = 0, plan: ProbePlan | None = None,
+                 available: int | None = None) -> int:
+    """The total of :func:`estimate_memory`; raise :class:`SampleMemoryError` naming
+    ``num_chains`` / ``num_draws`` / ``keep_params`` and what fits when it exceeds the
+    available memory (:func:`pplpatterning.spec.probes.available_memory`)."""
+    parts = estimate_memory(posterior, settings, keep_params=keep_params, num_observables=num_observables,
+                            plan=plan)
+    need = sum(parts.values())
+    avail = available_memory() if available is None else int(available)
+    if need <= avail:
+        return int(need)
+    C, D = settings.num_chains, settings.num_draws
+    per_chain = (parts["state"] + parts["draws"]) // C
+    fixes = []
+    max_chains = (avail - parts["probes"]) // per_chain if avail > parts["probes"] else 0
+    if 1 <= max_chains < C:
+        fixes.append(f"num_chains ≤ {max_chains}")
+    room = avail - parts["probes"] - parts["state"]
+    if room > 0 and parts["draws"]:
+        max_draws = room // (parts["draws"] // D)
+        if 1 <= max_draws < D:
+            fixes.append(f"num_draws ≤ {max_draws} (or a larger `thinning`)")
+    if keep_params:
+        without = sum(estimate_memory(posterior, settings, keep_params=False, num_observables=num_observables,
+                                      plan=plan).values())
+        if without <= avail:
+            fixes.append("keep_params=False")
+    fixes = fixes or ["fewer num_chains and num_draws"]
+    raise SampleMemoryError(
+        f"This run needs about {format_gb(need)} but only {format_gb(avail)} is available; nothing was compiled or sampled. "
+        f"num_chains={C} × d={posterior.model.dim} parameters: sampler state {format_gb(parts['state'])}; "
+        f"num_draws={D} kept draws per chain (keep_params={keep_params}): {format_gb(parts['draws'])}; "
+        f"probes: {format_gb(parts['probes'])}. Use " + ", or ".join(fixes) + "."
+    )
