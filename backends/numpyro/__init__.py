@@ -17,24 +17,10 @@ that repeated runs skip the 2–4 s compile.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .precision import in_float64
 from .run import BACKEND, evaluate_at_centre, evaluate_draws, make_kernel, sample_chains
-from .spec import posterior_args, potential_fn
+from .spec import posterior_args, potential_and_grad, potential_fn
 from .user import model_from_jax
 
 __all__ = ["BACKEND", "model_from_jax", "sample_chains", "make_kernel", "evaluate_draws", "evaluate_at_centre", "posterior_args",
            "potential_fn", "potential_and_grad", "in_float64"]
-
-
-@in_float64
-def potential_and_grad(post, params):
-    """U(v) and ∇U(v) from the compiled NumPyro model, as float64 NumPy values."""
-    import jax
-    import jax.numpy as jnp
-
-    U = potential_fn(post)
-    z = {k: jnp.asarray(params[k], dtype=jnp.float64) for k in post.sampled}
-    value, grad = jax.value_and_grad(U)(z)
-    return float(value), {k: np.asarray(v) for k, v in grad.items()}

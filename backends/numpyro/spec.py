@@ -17,9 +17,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
+from numpyro.infer.util import potential_energy
 
 from pplpatterning.spec.posterior import (
     GibbsPosterior,
@@ -30,7 +32,7 @@ from pplpatterning.spec.posterior import (
 
 from .precision import as_data, in_float64
 
-__all__ = ["PosteriorArgs", "posterior_args", "as_data", "in_float64", "gibbs_model", "potential_fn",
+__all__ = ["PosteriorArgs", "posterior_args", "as_data", "in_float64", "gibbs_model", "potential_fn", "potential_and_grad",
            "full_batch_loss"]
 
 
@@ -93,8 +95,6 @@ def potential_fn(post: GibbsPosterior):
     """U(v) as NumPyro computes it from the compiled model (for checks against the spec).
     The returned function runs in float64 too (and so does ``jax.grad`` of it, when called
     inside ``jax.enable_x64(True)``)."""
-    from numpyro.infer.util import potential_energy
-
     model = model_for(post)
     args = posterior_args(post)
 
@@ -111,3 +111,12 @@ def full_batch_loss(loss_fn, sampled: dict[str, jax.Array], args: PosteriorArgs)
     params = dict(args.frozen)
     params.update(sampled)
     return per_sample_loss_delta(loss_fn, params, args.data, args.weights, args.loss_at_centre, args.consts, jnp)
+
+
+@in_float64
+def potential_and_grad(post: GibbsPosterior, params):
+    """U(v) and ∇U(v) from the compiled NumPyro model, as float64 NumPy values."""
+    U = potential_fn(post)
+    z = {k: jnp.asarray(params[k], dtype=jnp.float64) for k in post.sampled}
+    value, grad = jax.value_and_grad(U)(z)
+    return float(value), {k: np.asarray(v) for k, v in grad.items()}

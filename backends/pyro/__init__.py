@@ -15,7 +15,7 @@ Users' own ``torch.nn.Module`` networks come in through :func:`model_from_module
 from __future__ import annotations
 
 from .run import BACKEND, evaluate_at_centre, evaluate_draws, sample_chains
-from .spec import ChainEnergy, TorchPosterior, gibbs_model, model_potential_fn, torch_posterior
+from .spec import ChainEnergy, TorchPosterior, gibbs_model, model_potential_fn, potential_and_grad, torch_posterior
 from .user import model_from_module
 
 __all__ = [
@@ -23,29 +23,3 @@ __all__ = [
     "torch_posterior", "TorchPosterior", "gibbs_model", "model_potential_fn", "ChainEnergy",
 ]
 
-
-def potential_and_grad(post, params, *, route: str = "model"):
-    """U(v) and ∇U(v) as float64 NumPy values.
-
-    ``route="model"`` (default) evaluates the Pyro model that NUTS/HMC sample (Pyro's
-    potential function of :func:`gibbs_model`); ``route="direct"`` evaluates the vectorised
-    direct potential that MALA and the SG samplers use (:class:`ChainEnergy`, full batch).
-    Both must equal ``post.potential(params)``.
-    """
-    import numpy as np
-    import torch
-
-    tp = torch_posterior(post)
-    if route == "model":
-        from pyro.ops.integrator import potential_grad
-
-        U = model_potential_fn(tp)
-        z = {k: torch.tensor(np.asarray(params[k], dtype=np.float64)) for k in post.sampled}
-        grads, value = potential_grad(U, z)
-        return float(value), {k: grads[k].detach().numpy().copy() for k in post.sampled}
-    if route == "direct":
-        energy = ChainEnergy(tp, post.n)
-        z = tp.flatten({k: np.asarray(params[k], dtype=np.float64) for k in post.sampled})[None]
-        value, grad, _, _ = energy(z)
-        return float(value[0]), {k: v.numpy().copy() for k, v in tp.unflatten(grad[0]).items()}
-    raise ValueError(f"`route` must be 'model' or 'direct', got {route!r}.")

@@ -36,7 +36,8 @@ from pplpatterning.samplers.rule import Energy
 
 from .spec import DTYPE, ChainEnergy, xp
 
-__all__ = ["ChainRun", "run_chains", "block_size", "torch_seed", "draw_block", "draw_stream"]
+__all__ = ["ChainRun", "run_chains", "run_block", "DrawBuffer", "block_size", "torch_seed", "draw_block",
+           "draw_stream"]
 
 
 def torch_seed(seed: int | np.random.SeedSequence) -> int:
@@ -95,67 +96,80 @@ def block_size(chains: int, dim: int, batch_size: int, total: int) -> int:
     return int(max(1, min(total, 256, 1_000_000 // max(per_step, 1))))
 
 
+class DrawBuffer:
+    """The kept draws ``z: (C, D, d)`` and per-draw statistics (C, D), filled as draws complete;
+    ``done`` counts the completed draws."""
+
+    def __init__(self, C: int, D: int, d: int, names: tuple[str, ...]):
+        self.z = torch.empty((C, D, d), dtype=DTYPE)
+        self.names = names
+        self._stats: dict[str, torch.Tensor] = {}
+        self.done = 0
+
+    def keep(self, i: int, z: torch.Tensor, info) -> None:
+        self.z[:, i] = z
+        for name, value in info._asdict().items():
+            if name not in self._stats:
+                self._stats[name] = torch.empty(self.z.shape[:2], dtype=value.dtype)
+            self._stats[name][:, i] = value
+        self.done = i + 1
+
+    def stats(self) -> dict[str, torch.Tensor]:
+        """Every statistic (NaN where none was ever recorded)."""
+        return {name: self._stats.get(name, torch.full(self.z.shape[:2], math.nan, dtype=DTYPE))
+                for name in self.names}
+
+
+def run_block(rule, energy: ChainEnergy, state, rnd: dict[str, torch.Tensor], t: int, *, num_burnin: int,
+              thinning: int, buffer: DrawBuffer):
+    """The steps t, t+1, ... of one block of pre-drawn randomness ``rnd``; keeps every
+    ``thinning``-th post-burn-in state in ``buffer``. Returns (state, next t)."""
+    for j in range(next(iter(rnd.values())).shape[0]):
+        idx = rnd["idx"][j] if "idx" in rnd else None
+        state, info = rule.step(state, lambda z, idx=idx: Energy(*energy(z, idx)),
+                                {name: rnd[name][j] for name in rule.streams}, torch.tensor(t), xp)
+        t += 1
+        s = t - num_burnin
+        if s > 0 and s % thinning == 0:
+            buffer.keep(s // thinning - 1, state.z, info)
+    return state, t
+
+
 def run_chains(rule, energy: ChainEnergy, z0: torch.Tensor, *, num_burnin: int, num_draws: int, thinning: int,
                gen: torch.Generator, progress_bar: bool = True, desc: str = "") -> ChainRun:
     """Run all chains of the update rule ``rule`` from ``z0: (C, d)``; see the module docstring."""
     C, d = z0.shape
-    D = num_draws
     T = num_burnin + num_draws * thinning
-    z_buf = torch.empty((C, D, d), dtype=DTYPE)
-    stat_buf = {name: None for name in rule.Info._fields}
+    buffer = DrawBuffer(C, num_draws, d, rule.Info._fields)
     K = block_size(C, d, energy.batch_size if not energy.full_batch else 0, T)
-    bar = None
-    if progress_bar:
-        bar = tqdm(total=T, desc=desc or "sampling", unit="step", leave=True, dynamic_ncols=True)
-
+    bar = tqdm(total=T, desc=desc or "sampling", unit="step", leave=True, dynamic_ncols=True,
+               disable=not progress_bar)
     with torch.no_grad():
         init_noise = {name: draw_stream(name, gen, 1, C, d)[0] for name in rule.init_streams}
         state = rule.init(z0.clone(), lambda z: Energy(*energy(z)), init_noise, xp)
-    t = 0
-    done = 0
-    reason = None
+    t, reason = 0, None
     try:
         with torch.no_grad():
             while t < T:
-                k = min(K, T - t)
-                rnd = draw_block(rule, energy, gen, k, C, d)
-                for j in range(k):
-                    idx = rnd["idx"][j] if "idx" in rnd else None
-                    state, info = rule.step(state, lambda z, idx=idx: Energy(*energy(z, idx)),
-                                            {name: rnd[name][j] for name in rule.streams}, torch.tensor(t), xp)
-                    t += 1
-                    s = t - num_burnin
-                    if s > 0 and s % thinning == 0:
-                        i = s // thinning - 1
-                        z_buf[:, i] = state.z
-                        for name, value in info._asdict().items():
-                            buf = stat_buf[name]
-                            if buf is None:
-                                buf = stat_buf[name] = torch.empty((C, D), dtype=value.dtype)
-                            buf[:, i] = value
-                        done = i + 1
-                if bar is not None:
-                    bar.update(k)
-                finite = torch.isfinite(state.z).all(dim=-1)
-                if not bool(finite.any()):
+                rnd = draw_block(rule, energy, gen, min(K, T - t), C, d)
+                t_before = t
+                state, t = run_block(rule, energy, state, rnd, t, num_burnin=num_burnin, thinning=thinning,
+                                     buffer=buffer)
+                bar.update(t - t_before)
+                if not bool(torch.isfinite(state.z).all(dim=-1).any()):
                     phase = "burn-in" if t <= num_burnin else "sampling"
                     reason = (f"every chain's parameters became NaN or infinite by step {t} of {T} ({phase}); "
                               "reduce the step size or localize more strongly (larger γ)")
                     break
     except KeyboardInterrupt:
-        if done == 0:
+        if buffer.done == 0:
             raise
         reason = f"interrupted (KeyboardInterrupt) at step {t} of {T}"
     except Exception as exc:  # keep the completed draws and say what happened
-        if done == 0:
+        if buffer.done == 0:
             raise
         reason = f"{type(exc).__name__} at step {t} of {T}: {exc}"
     finally:
-        if bar is not None:
-            bar.close()
-    stats_out = {}
-    for name in rule.Info._fields:
-        buf = stat_buf[name]
-        stats_out[name] = buf if buf is not None else torch.full((C, D), math.nan, dtype=DTYPE)
-    return ChainRun(z=z_buf, stats=stats_out, num_done=done, steps_done=t, stop_reason=reason,
+        bar.close()
+    return ChainRun(z=buffer.z, stats=buffer.stats(), num_done=buffer.done, steps_done=t, stop_reason=reason,
                     extra={"state": state})

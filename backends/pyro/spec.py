@@ -25,7 +25,14 @@ from typing import Any
 
 import array_api_compat.torch as xp_torch
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import torch
+from pyro.distributions import constraints
+from pyro.infer.autoguide.initialization import init_to_value
+from pyro.infer.mcmc.util import initialize_model
+from pyro.ops.integrator import potential_grad
+from torch.func import vmap
 
 from pplpatterning.spec.posterior import (
     GibbsPosterior,
@@ -36,7 +43,7 @@ from pplpatterning.spec.posterior import (
 
 __all__ = [
     "DTYPE", "xp", "TorchPosterior", "torch_posterior", "gibbs_model", "model_potential_fn",
-    "ChainEnergy", "full_batch_loss",
+    "ChainEnergy", "full_batch_loss", "potential_and_grad",
 ]
 
 DTYPE = torch.float64
@@ -44,7 +51,7 @@ DTYPE = torch.float64
 xp = xp_torch
 
 
-def _as_tensor(value: Any) -> Any:
+def as_tensor(value: Any) -> Any:
     """A float64 tensor (parameters, weights, l_i(w*)); non-numeric values pass through."""
     arr = np.asarray(value)
     if arr.dtype.kind not in "fiub":  # non-numeric constants pass through untouched
@@ -61,7 +68,7 @@ def as_data_tensor(value: Any) -> Any:
     """
     arr = np.asarray(value)
     if arr.dtype.kind not in "iu":
-        return _as_tensor(value)
+        return as_tensor(value)
     if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
         raise ValueError(f"integer data of dtype uint64 holds values above 2**63 - 1 ({int(arr.max())}), "
                          "which torch.int64 cannot represent; store them as int64.")
@@ -119,11 +126,11 @@ def torch_posterior(post: GibbsPosterior) -> TorchPosterior:
     return TorchPosterior(
         loss_fn=post.model.loss,
         data={k: as_data_tensor(v) for k, v in post.data.items()},
-        weights=_as_tensor(post.effective_weights),
-        centre={k: _as_tensor(post.centre[k]) for k in post.sampled},
-        frozen={k: _as_tensor(post.centre[k]) for k in post.frozen},
+        weights=as_tensor(post.effective_weights),
+        centre={k: as_tensor(post.centre[k]) for k in post.sampled},
+        frozen={k: as_tensor(post.centre[k]) for k in post.frozen},
         consts={k: as_data_tensor(v) for k, v in post.model.consts.items()},
-        loss_at_centre=_as_tensor(post.loss_at_centre_per_sample),
+        loss_at_centre=as_tensor(post.loss_at_centre_per_sample),
         n_beta=float(post.n_beta),
         gamma=float(post.gamma),
         layout=tuple(layout),
@@ -139,10 +146,6 @@ def gibbs_model(tp: TorchPosterior) -> None:
     Sample sites are improper-flat; the localizing prior and the tempered likelihood enter
     as two factors, so the potential is exactly U(v), with no normalising constant.
     """
-    import pyro
-    import pyro.distributions as dist
-    from pyro.distributions import constraints
-
     sampled = {
         name: pyro.sample(name, dist.ImproperUniform(constraints.real, torch.Size(), torch.Size(shape)))
         for name, _, _, shape in tp.layout
@@ -156,9 +159,6 @@ def gibbs_model(tp: TorchPosterior) -> None:
 
 def model_potential_fn(tp: TorchPosterior) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
     """U(v) as Pyro computes it from :func:`gibbs_model` (what its NUTS/HMC integrate)."""
-    from pyro.infer.autoguide.initialization import init_to_value
-    from pyro.infer.mcmc.util import initialize_model
-
     _, potential_fn, _, _ = initialize_model(
         gibbs_model, model_args=(tp,), max_plate_nesting=0, init_strategy=init_to_value(values=dict(tp.centre)),
     )
@@ -184,8 +184,6 @@ class ChainEnergy:
     """
 
     def __init__(self, tp: TorchPosterior, batch_size: int):
-        from torch.func import vmap
-
         self.tp = tp
         self.batch_size = int(batch_size)
         self.full_batch = self.batch_size >= tp.n
@@ -212,3 +210,25 @@ def full_batch_loss(tp: TorchPosterior, sampled: Mapping[str, torch.Tensor]):
     """(L_n^ρ(w), L_n^ρ(w) - L_n^ρ(w*)) on the full data, the difference taken per sample."""
     return per_sample_loss_delta(tp.loss_fn, tp.full_params(sampled), tp.data, tp.weights, tp.loss_at_centre,
                                  tp.consts, xp)
+
+
+def potential_and_grad(post: GibbsPosterior, params, *, route: str = "model"):
+    """U(v) and ∇U(v) as float64 NumPy values.
+
+    ``route="model"`` (default) evaluates the Pyro model that NUTS/HMC sample (Pyro's
+    potential function of :func:`gibbs_model`); ``route="direct"`` evaluates the vectorised
+    direct potential that MALA and the SG samplers use (:class:`ChainEnergy`, full batch).
+    Both must equal ``post.potential(params)``.
+    """
+    tp = torch_posterior(post)
+    if route == "model":
+        U = model_potential_fn(tp)
+        z = {k: torch.tensor(np.asarray(params[k], dtype=np.float64)) for k in post.sampled}
+        grads, value = potential_grad(U, z)
+        return float(value), {k: grads[k].detach().numpy().copy() for k in post.sampled}
+    if route == "direct":
+        energy = ChainEnergy(tp, post.n)
+        z = tp.flatten({k: np.asarray(params[k], dtype=np.float64) for k in post.sampled})[None]
+        value, grad, _, _ = energy(z)
+        return float(value[0]), {k: v.numpy().copy() for k, v in tp.unflatten(grad[0]).items()}
+    raise ValueError(f"`route` must be 'model' or 'direct', got {route!r}.")

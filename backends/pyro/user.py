@@ -44,12 +44,13 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import array_api_compat.torch as xp_torch
 import numpy as np
 import torch
 
 from pplpatterning.spec.model import Model
 
-from .spec import DTYPE, as_data_tensor, _as_tensor
+from .spec import DTYPE, as_data_tensor, as_tensor
 
 __all__ = ["ModuleLoss", "model_from_module"]
 
@@ -57,8 +58,6 @@ _ALLOWED_DTYPES = (torch.float32, torch.float64)
 
 
 def _namespace_kind(xp) -> str:
-    import array_api_compat.torch as xp_torch
-
     if xp is xp_torch or xp is torch:
         return "torch"
     if xp is np or getattr(xp, "__name__", "") in ("numpy", "array_api_compat.numpy"):
@@ -120,7 +119,7 @@ class ModuleLoss:
             return self._torch_loss(params, batch)
         if kind == "numpy":  # the core's float64 reference path: through torch and back
             with torch.no_grad():
-                out = self._torch_loss({k: _as_tensor(v) for k, v in params.items()},
+                out = self._torch_loss({k: as_tensor(v) for k, v in params.items()},
                                        {k: as_data_tensor(v) for k, v in batch.items()})
             return out.detach().numpy().astype(np.float64)
         raise TypeError(

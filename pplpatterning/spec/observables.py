@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from pplpatterning.spec.model import Model
-from pplpatterning.spec.posterior import GibbsPosterior, _data_array, _finite_float_array
+from pplpatterning.spec.posterior import GibbsPosterior, data_array, finite_float_array
 
 __all__ = ["Observable", "ComponentLoss", "Param", "component_loss", "full_loss", "param", "validate_observables"]
 
@@ -70,8 +70,8 @@ def _model_data_centre(source, data, centre) -> tuple[Model, Mapping[str, np.nda
         raise TypeError(f"The first argument must be a GibbsPosterior or a Model, got {type(source).__name__}.")
     if not isinstance(data, Mapping) or not data:
         raise TypeError("`data` must be a non-empty mapping {name: array} with a leading sample dimension.")
-    data = {str(k): _data_array(v, f"data[{k!r}]") for k, v in data.items()}
-    centre = {k: _finite_float_array(centre[k], f"centre[{k!r}]") for k in model.param_shapes}
+    data = {str(k): data_array(v, f"data[{k!r}]") for k, v in data.items()}
+    centre = {k: finite_float_array(centre[k], f"centre[{k!r}]") for k in model.param_shapes}
     return model, data, centre
 
 

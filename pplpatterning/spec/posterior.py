@@ -23,11 +23,13 @@ import numpy as np
 from pplpatterning.spec.model import Model
 
 __all__ = [
-    "GibbsPosterior", "gibbs_potential", "localization_energy", "tempered_loss_energy", "per_sample_loss_delta",
+    "GibbsPosterior", "localization_energy", "tempered_loss_energy", "per_sample_loss_delta",
 ]
 
 
-def _finite_float_array(value: Any, what: str) -> np.ndarray:
+def finite_float_array(value: Any, what: str) -> np.ndarray:
+    """A read-only float64 copy of ``value``: TypeError if it is not numeric, ValueError naming
+    ``what`` if any entry is NaN or infinite."""
     try:
         arr = np.array(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -42,7 +44,7 @@ def _finite_float_array(value: Any, what: str) -> np.ndarray:
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-def _data_array(value: Any, what: str) -> np.ndarray:
+def data_array(value: Any, what: str) -> np.ndarray:
     """A read-only copy of one data array (issue 9, contract C2): integer arrays (token ids)
     as int64, exactly (no float cast, so ids above 2**53 survive; no finiteness check);
     booleans as int64 0/1 (integer data too: masks, labels); everything else as float64 and
@@ -64,7 +66,7 @@ def _data_array(value: Any, what: str) -> np.ndarray:
     if arr.dtype.kind != "f":
         raise TypeError(f"`{what}` has dtype {arr.dtype} (mixed types, strings, or integers beyond int64); "
                         "convert it to an int64 or float64 array first.")
-    return _finite_float_array(arr, what)
+    return finite_float_array(arr, what)
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,110 +114,22 @@ class GibbsPosterior:
                 "wrap your loss with pplpatterning.Model(...)."
             )
         model = self.model
-        # data
-        if not isinstance(self.data, Mapping) or not self.data:
-            raise TypeError("`data` must be a non-empty mapping {name: array} with a common leading dimension n.")
-        data = {str(k): _data_array(v, f"data[{k!r}]") for k, v in self.data.items()}
-        lengths = {k: (v.shape[0] if v.ndim else None) for k, v in data.items()}
-        if any(v is None for v in lengths.values()):
-            scalars = [k for k, v in lengths.items() if v is None]
-            raise ValueError(f"`data` entries {scalars} are scalars; every entry needs a leading sample dimension n.")
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"`data` entries disagree on the number of samples n: {lengths}.")
-        n = next(iter(lengths.values()))
-        if n < 1:
-            raise ValueError("`data` has zero samples.")
+        data, n = _checked_data(self.data)
         object.__setattr__(self, "data", MappingProxyType(data))
-        object.__setattr__(self, "n", int(n))
-
-        # centre
-        centre_in = model.centre_for(data) if self.centre is None else self.centre
-        if not isinstance(centre_in, Mapping):
-            raise TypeError("`centre` must be a mapping {parameter name: array}.")
-        unknown = set(map(str, centre_in)) - set(model.param_shapes)
-        if unknown:
-            raise ValueError(
-                f"`centre` names unknown parameters {sorted(unknown)}; "
-                f"the model has {list(model.param_shapes)}."
-            )
-        centre = {}
-        for name, shape in model.param_shapes.items():
-            if name not in centre_in:
-                raise ValueError(f"`centre` lacks parameter {name!r}; give a value for every parameter.")
-            arr = _finite_float_array(centre_in[name], f"centre[{name!r}]")
-            if arr.shape != shape:
-                raise ValueError(f"`centre[{name!r}]` has shape {arr.shape}; the model expects {shape}.")
-            centre[name] = arr
+        object.__setattr__(self, "n", n)
+        centre = _checked_centre(model, model.centre_for(data) if self.centre is None else self.centre)
         object.__setattr__(self, "centre", MappingProxyType(centre))
-
-        # nβ
-        if self.n_beta is None:
-            if n < 2:
-                raise ValueError("`n_beta` defaults to n/log n, which needs n ≥ 2; pass `n_beta` explicitly.")
-            object.__setattr__(self, "n_beta", n / math.log(n))
-            object.__setattr__(self, "n_beta_source", "wbic: n/log(n)")
-        else:
-            nb = self.n_beta
-            if isinstance(nb, bool) or not isinstance(nb, (int, float, np.floating, np.integer)):
-                raise TypeError(f"`n_beta` must be a positive number, got {type(nb).__name__}.")
-            if not math.isfinite(float(nb)) or float(nb) <= 0:
-                raise ValueError(f"`n_beta` must be a finite positive number (nβ > 0), got {nb!r}.")
-            object.__setattr__(self, "n_beta", float(nb))
-            object.__setattr__(self, "n_beta_source", "user")
-
-        # γ
-        g = self.gamma
-        if isinstance(g, bool) or not isinstance(g, (int, float, np.floating, np.integer)):
-            raise TypeError(f"`gamma` must be a non-negative number, got {type(g).__name__}.")
-        if not math.isfinite(float(g)) or float(g) < 0:
-            raise ValueError(f"`gamma` must be finite and ≥ 0 (0 means no localization), got {g!r}.")
-        object.__setattr__(self, "gamma", float(g))
-
-        # ρ
+        n_beta, source = _checked_n_beta(self.n_beta, n)
+        object.__setattr__(self, "n_beta", n_beta)
+        object.__setattr__(self, "n_beta_source", source)
+        object.__setattr__(self, "gamma", _checked_gamma(self.gamma))
         if not isinstance(self.normalize_weights, (bool, np.bool_)):
             raise TypeError(f"`normalize_weights` must be True or False, got {self.normalize_weights!r}.")
         object.__setattr__(self, "normalize_weights", bool(self.normalize_weights))
         if self.weights is not None:
             object.__setattr__(self, "weights", _check_weights(self.weights, n, self.normalize_weights))
-
-        # restriction
-        if self.sampled is None:
-            sampled = tuple(model.param_shapes)
-        else:
-            if isinstance(self.sampled, str):
-                raise TypeError("`sampled` must be a sequence of parameter names, e.g. ('a',), not a string.")
-            sampled = tuple(str(s) for s in self.sampled)
-            unknown = [s for s in sampled if s not in model.param_shapes]
-            if unknown:
-                raise ValueError(
-                    f"`sampled` names unknown parameters {unknown}; the model has {list(model.param_shapes)}."
-                )
-            if not sampled:
-                raise ValueError("`sampled` is empty; name at least one parameter to sample.")
-            if len(set(sampled)) != len(sampled):
-                raise ValueError(f"`sampled` repeats a name: {list(sampled)}.")
-            sampled = tuple(s for s in model.param_shapes if s in sampled)  # model order
-        object.__setattr__(self, "sampled", sampled)
-
-        # The loss must accept the data and return one value per sample.
-        try:
-            losses = model.per_sample_loss_numpy(centre, data)
-        except Exception as exc:
-            shapes = {k: v.shape for k, v in data.items()}
-            raise ValueError(
-                f"Model {model.name!r}: evaluating the loss on `data` at the centre failed "
-                f"({type(exc).__name__}: {exc}). Check that `data` has the keys and shapes the model "
-                f"expects; got {shapes}."
-            ) from exc
-        if losses.shape != (n,):
-            raise ValueError(
-                f"Model {model.name!r}: `loss` returned shape {losses.shape} on the data; "
-                f"it must return one loss per sample, shape ({n},)."
-            )
-        if not np.all(np.isfinite(losses)):
-            raise ValueError(f"Model {model.name!r}: the loss at the centre is not finite for some samples.")
-        losses.setflags(write=False)
-        object.__setattr__(self, "_loss_at_centre_per_sample", losses)
+        object.__setattr__(self, "sampled", _checked_sampled(model, self.sampled))
+        object.__setattr__(self, "_loss_at_centre_per_sample", _loss_at_centre(model, centre, data, n))
 
     # ----------------------------------------------------------------- derived
     @property
@@ -298,10 +212,111 @@ class GibbsPosterior:
         )
 
 
+def _checked_data(value: Any) -> tuple[dict[str, np.ndarray], int]:
+    """The data as read-only arrays with a common leading dimension n ≥ 1, and n."""
+    if not isinstance(value, Mapping) or not value:
+        raise TypeError("`data` must be a non-empty mapping {name: array} with a common leading dimension n.")
+    data = {str(k): data_array(v, f"data[{k!r}]") for k, v in value.items()}
+    lengths = {k: (v.shape[0] if v.ndim else None) for k, v in data.items()}
+    if any(v is None for v in lengths.values()):
+        scalars = [k for k, v in lengths.items() if v is None]
+        raise ValueError(f"`data` entries {scalars} are scalars; every entry needs a leading sample dimension n.")
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"`data` entries disagree on the number of samples n: {lengths}.")
+    n = next(iter(lengths.values()))
+    if n < 1:
+        raise ValueError("`data` has zero samples.")
+    return data, int(n)
+
+
+def _checked_centre(model: Model, centre_in: Any) -> dict[str, np.ndarray]:
+    """w*: one finite float64 array of the model's shape per parameter."""
+    if not isinstance(centre_in, Mapping):
+        raise TypeError("`centre` must be a mapping {parameter name: array}.")
+    unknown = set(map(str, centre_in)) - set(model.param_shapes)
+    if unknown:
+        raise ValueError(
+            f"`centre` names unknown parameters {sorted(unknown)}; "
+            f"the model has {list(model.param_shapes)}."
+        )
+    centre = {}
+    for name, shape in model.param_shapes.items():
+        if name not in centre_in:
+            raise ValueError(f"`centre` lacks parameter {name!r}; give a value for every parameter.")
+        arr = finite_float_array(centre_in[name], f"centre[{name!r}]")
+        if arr.shape != shape:
+            raise ValueError(f"`centre[{name!r}]` has shape {arr.shape}; the model expects {shape}.")
+        centre[name] = arr
+    return centre
+
+
+def _checked_n_beta(nb: Any, n: int) -> tuple[float, str]:
+    """nβ (default the WBIC value n / log n) and where it came from."""
+    if nb is None:
+        if n < 2:
+            raise ValueError("`n_beta` defaults to n/log n, which needs n ≥ 2; pass `n_beta` explicitly.")
+        return n / math.log(n), "wbic: n/log(n)"
+    if isinstance(nb, bool) or not isinstance(nb, (int, float, np.floating, np.integer)):
+        raise TypeError(f"`n_beta` must be a positive number, got {type(nb).__name__}.")
+    if not math.isfinite(float(nb)) or float(nb) <= 0:
+        raise ValueError(f"`n_beta` must be a finite positive number (nβ > 0), got {nb!r}.")
+    return float(nb), "user"
+
+
+def _checked_gamma(g: Any) -> float:
+    if isinstance(g, bool) or not isinstance(g, (int, float, np.floating, np.integer)):
+        raise TypeError(f"`gamma` must be a non-negative number, got {type(g).__name__}.")
+    if not math.isfinite(float(g)) or float(g) < 0:
+        raise ValueError(f"`gamma` must be finite and ≥ 0 (0 means no localization), got {g!r}.")
+    return float(g)
+
+
+def _checked_sampled(model: Model, sampled_in: Any) -> tuple[str, ...]:
+    """The sampled parameters (weight restriction), in the model's order."""
+    if sampled_in is None:
+        return tuple(model.param_shapes)
+    if isinstance(sampled_in, str):
+        raise TypeError("`sampled` must be a sequence of parameter names, e.g. ('a',), not a string.")
+    sampled = tuple(str(s) for s in sampled_in)
+    unknown = [s for s in sampled if s not in model.param_shapes]
+    if unknown:
+        raise ValueError(
+            f"`sampled` names unknown parameters {unknown}; the model has {list(model.param_shapes)}."
+        )
+    if not sampled:
+        raise ValueError("`sampled` is empty; name at least one parameter to sample.")
+    if len(set(sampled)) != len(sampled):
+        raise ValueError(f"`sampled` repeats a name: {list(sampled)}.")
+    return tuple(s for s in model.param_shapes if s in sampled)
+
+
+def _loss_at_centre(model: Model, centre, data, n: int) -> np.ndarray:
+    """l_i(w*) for every sample (read-only): the loss must accept the data and return one
+    finite value per sample."""
+    try:
+        losses = model.per_sample_loss_numpy(centre, data)
+    except Exception as exc:
+        shapes = {k: v.shape for k, v in data.items()}
+        raise ValueError(
+            f"Model {model.name!r}: evaluating the loss on `data` at the centre failed "
+            f"({type(exc).__name__}: {exc}). Check that `data` has the keys and shapes the model "
+            f"expects; got {shapes}."
+        ) from exc
+    if losses.shape != (n,):
+        raise ValueError(
+            f"Model {model.name!r}: `loss` returned shape {losses.shape} on the data; "
+            f"it must return one loss per sample, shape ({n},)."
+        )
+    if not np.all(np.isfinite(losses)):
+        raise ValueError(f"Model {model.name!r}: the loss at the centre is not finite for some samples.")
+    losses.setflags(write=False)
+    return losses
+
+
 def _check_weights(weights: Any, n: int, normalize: bool) -> np.ndarray:
     """ρ as float64, shape (n,), finite, ≥ 0, not all zero, with a finite sum (the loss
     averages ρ_i l_i and the normalised form divides by Σρ)."""
-    w = _finite_float_array(weights, "weights")
+    w = finite_float_array(weights, "weights")
     if w.shape != (n,):
         raise ValueError(f"`weights` must have shape (n,) = ({n},), got {w.shape}.")
     if np.any(w < 0):
@@ -334,13 +349,6 @@ def tempered_loss_energy(loss_fn, sampled_params, frozen_params, batch, batch_we
     params = dict(frozen_params)
     params.update(sampled_params)
     return n_beta * xp.mean(batch_weights * loss_fn(params, batch, consts, xp))
-
-
-def gibbs_potential(loss_fn, sampled_params, frozen_params, batch, batch_weights, centre, consts,
-                    n_beta, gamma, xp):
-    """U(v) = nβ L^ρ(u*, v) + (γ/2)||v - v*||² on a (mini)batch, written once for every backend."""
-    return (tempered_loss_energy(loss_fn, sampled_params, frozen_params, batch, batch_weights, consts, n_beta, xp)
-            + localization_energy(sampled_params, centre, gamma, xp))
 
 
 def per_sample_loss_delta(loss_fn, params, batch, batch_weights, loss_at_centre, consts, xp):

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pplpatterning.spec.posterior import GibbsPosterior, _data_array
+from pplpatterning.spec.posterior import GibbsPosterior, data_array
 from pplpatterning.samplers.settings import SamplerSettings
 
 __all__ = [
@@ -122,7 +122,7 @@ def _check_dataset(post: GibbsPosterior, data: Any, what: str) -> dict[str, np.n
     keys, train_keys = set(map(str, data)), set(post.data)
     if keys != train_keys:
         raise ValueError(f"`{what}` has keys {sorted(keys)}; the model's data has {sorted(train_keys)}.")
-    out = {str(k): _data_array(v, f"{what}[{k!r}]") for k, v in data.items()}
+    out = {str(k): data_array(v, f"{what}[{k!r}]") for k, v in data.items()}
     lengths = set()
     for k, v in out.items():
         if v.dtype != post.data[k].dtype:
