@@ -1,5 +1,11 @@
 """Plots people would rather look at than read: PNG files drawn on matplotlib's Agg canvas
-(``Figure`` + ``FigureCanvasAgg``), so the user's global matplotlib backend is never switched."""
+(``Figure`` + ``FigureCanvasAgg``), so the user's global matplotlib backend is never switched.
+
+matplotlib's drawing modules are imported inside the functions that draw, not with this
+module: ``matplotlib.figure`` and what it pulls in take about half a second to import, which
+a process that imports this module without drawing (a command whose plot was not asked
+for) should not pay.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,8 @@ import pandas as pd
 import xarray as xr
 
 __all__ = [
-    "plot_comparison", "plot_principal_directions", "new_figure", "save_figure", "plot_calibration", "plot_target_ratios", "plot_nbeta_curves", "plot_posterior_shift", "plot_linear_response",
+    "plot_comparison", "plot_principal_directions", "new_figure", "save_figure", "plot_calibration",
+    "plot_target_ratios", "plot_nbeta_curves", "plot_posterior_shift", "plot_linear_response",
 ]
 
 
@@ -25,6 +32,7 @@ def new_figure(figsize):
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Lay out ``fig`` tightly and write it to ``path`` (format from the suffix); returns the path."""
     path = Path(path)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
@@ -146,49 +154,12 @@ def plot_calibration(result, path: str | Path, title: str | None = None) -> Path
     groups = list(table.groupby(["n_beta", "gamma"], sort=False))
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, ((nb, g), grp) in enumerate(groups):
-        c = colors[i % len(colors)]
         label = f"nβ={nb:.4g}, γ={g:g}" if len(groups) > 1 else None
-        grp = grp.sort_values("step_size")
-        for ok, marker_face in ((True, c), (False, "none")):
-            sel = grp[grp["ok"] == ok]
-            sel = sel[np.isfinite(sel["llc"].astype(float))]
-            if len(sel):
-                ax1.errorbar(sel["step_size"], sel["llc"], yerr=2 * sel["mcse"].astype(float), fmt="o", color=c,
-                             mfc=marker_face, capsize=3, label=label if ok else None)
-            acc = grp[grp["ok"] == ok]
-            acc = acc[np.isfinite(acc["acceptance"].astype(float))]
-            if len(acc):
-                ax2.errorbar(acc["step_size"], acc["acceptance"], yerr=2 * acc["acceptance_se"].astype(float),
-                             fmt="o", color=c, mfc=marker_face, capsize=3)
-        ax1.plot(grp["step_size"], grp["llc"], color=c, lw=0.8, alpha=0.6)
-        ax2.plot(grp["step_size"], grp["acceptance"], color=c, lw=0.8, alpha=0.6)
-        target = grp["target"].dropna()
-        if len(target):
-            ax1.axhline(float(target.iloc[0]), color=c, lw=1.2, ls="-", alpha=0.8,
-                        label=f"finite-nβ target {float(target.iloc[0]):.4g}")
-        rec = result.recommended
-        rec = rec[(rec["n_beta"] == nb) & (rec["gamma"] == g)]
-        if len(rec) and np.isfinite(rec["step_size"].iloc[0]):
-            eps = float(rec["step_size"].iloc[0])
-            for ax in (ax1, ax2):
-                ax.axvline(eps, color=c, ls=":", lw=1.5)
-            ax2.annotate(f"recommended ε = {eps:.3g}", (eps, 0.02), xycoords=("data", "axes fraction"),
-                         rotation=90, fontsize=8, color=c, ha="right", va="bottom")
+        _calibration_group(ax1, ax2, grp.sort_values("step_size"), colors[i % len(colors)], label,
+                           result.recommended, nb, g)
     if result.lambda_exact is not None:
         ax1.axhline(result.lambda_exact, color="gray", ls="--", lw=1, label=f"λ = {result.lambda_exact:.4g}")
-    # Keep the scale of the sensible rows: estimates far above (a diverging ε) are drawn as ▲ at the top.
-    ref = [float(v) for v in table.loc[table["ok"], "llc"].dropna()] + [float(v) for v in table["target"].dropna()]
-    if result.lambda_exact is not None:
-        ref.append(float(result.lambda_exact))
-    finite = table["llc"].astype(float)
-    finite = finite[np.isfinite(finite)]
-    if ref and len(finite) and finite.max() > 3 * max(max(ref), 1e-12):
-        top = 3 * max(ref)
-        ax1.set_ylim(min(0.0, float(finite.min()) * 1.1), top)
-        for eps, v in zip(table["step_size"], table["llc"].astype(float)):
-            if np.isfinite(v) and v > top:
-                ax1.plot([eps], [top], marker="^", color="k", clip_on=False)
-                ax1.annotate(f"{v:.3g}", (eps, top), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    _mark_far_estimates(ax1, table, result.lambda_exact)
     ax2.axhline(result.threshold, color="k", ls="--", lw=1, label=f"threshold {result.threshold:g}")
     ax1.set_xscale("log")
     ax1.set_ylabel("λ̂ ± 2 MCSE")
@@ -200,6 +171,51 @@ def plot_calibration(result, path: str | Path, title: str | None = None) -> Path
     ax1.set_title(title or f"{result.model}: {result.backend}/{result.sampler} step-size calibration "
                            "(hollow = rejected)")
     return save_figure(fig, path)
+
+
+def _calibration_group(ax1, ax2, grp: pd.DataFrame, c, label, recommended: pd.DataFrame, nb, g) -> None:
+    """One (nβ, γ) group of :func:`plot_calibration` in colour ``c``: λ̂ and acceptance per ε
+    (hollow when rejected), its target and its recommended ε."""
+    for ok, marker_face in ((True, c), (False, "none")):
+        sel = grp[grp["ok"] == ok]
+        sel = sel[np.isfinite(sel["llc"].astype(float))]
+        if len(sel):
+            ax1.errorbar(sel["step_size"], sel["llc"], yerr=2 * sel["mcse"].astype(float), fmt="o", color=c,
+                         mfc=marker_face, capsize=3, label=label if ok else None)
+        acc = grp[grp["ok"] == ok]
+        acc = acc[np.isfinite(acc["acceptance"].astype(float))]
+        if len(acc):
+            ax2.errorbar(acc["step_size"], acc["acceptance"], yerr=2 * acc["acceptance_se"].astype(float),
+                         fmt="o", color=c, mfc=marker_face, capsize=3)
+    ax1.plot(grp["step_size"], grp["llc"], color=c, lw=0.8, alpha=0.6)
+    ax2.plot(grp["step_size"], grp["acceptance"], color=c, lw=0.8, alpha=0.6)
+    target = grp["target"].dropna()
+    if len(target):
+        ax1.axhline(float(target.iloc[0]), color=c, lw=1.2, ls="-", alpha=0.8,
+                    label=f"finite-nβ target {float(target.iloc[0]):.4g}")
+    rec = recommended[(recommended["n_beta"] == nb) & (recommended["gamma"] == g)]
+    if len(rec) and np.isfinite(rec["step_size"].iloc[0]):
+        eps = float(rec["step_size"].iloc[0])
+        for ax in (ax1, ax2):
+            ax.axvline(eps, color=c, ls=":", lw=1.5)
+        ax2.annotate(f"recommended ε = {eps:.3g}", (eps, 0.02), xycoords=("data", "axes fraction"),
+                     rotation=90, fontsize=8, color=c, ha="right", va="bottom")
+
+
+def _mark_far_estimates(ax1, table: pd.DataFrame, lambda_exact) -> None:
+    """Keep the scale of the sensible rows: estimates far above (a diverging ε) are drawn as ▲ at the top."""
+    ref = [float(v) for v in table.loc[table["ok"], "llc"].dropna()] + [float(v) for v in table["target"].dropna()]
+    if lambda_exact is not None:
+        ref.append(float(lambda_exact))
+    finite = table["llc"].astype(float)
+    finite = finite[np.isfinite(finite)]
+    if ref and len(finite) and finite.max() > 3 * max(max(ref), 1e-12):
+        top = 3 * max(ref)
+        ax1.set_ylim(min(0.0, float(finite.min()) * 1.1), top)
+        for eps, v in zip(table["step_size"], table["llc"].astype(float)):
+            if np.isfinite(v) and v > top:
+                ax1.plot([eps], [top], marker="^", color="k", clip_on=False)
+                ax1.annotate(f"{v:.3g}", (eps, top), textcoords="offset points", xytext=(4, -10), fontsize=7)
 
 
 # --------------------------------------------------------------------------- patterning
@@ -217,16 +233,7 @@ def plot_posterior_shift(before: xr.DataTree, after: xr.DataTree, path: str | Pa
     (index = solution label) with columns ``before``, ``after`` and optional ``before_se``,
     ``after_se`` (drawn as ±2 se), ``exact_before``, ``exact_after`` (black markers).
     """
-    def draws(tr):
-        post = tr["posterior"]
-        for p in params:
-            if p not in post.data_vars:
-                raise ValueError(f"The trace has no parameter {p!r}; sample with keep_params=True.")
-        xy = np.stack([post[p].values.reshape(-1) for p in params], axis=1)
-        step = max(1, xy.shape[0] // max_points)
-        return xy[::step]
-
-    xy0, xy1 = draws(before), draws(after)
+    xy0, xy1 = _thinned_draws(before, params, max_points), _thinned_draws(after, params, max_points)
     both = np.concatenate([xy0, xy1])
     lo, hi = np.quantile(both, 0.002, axis=0), np.quantile(both, 0.998, axis=0)
     pad = 0.08 * (hi - lo)
@@ -246,24 +253,39 @@ def plot_posterior_shift(before: xr.DataTree, after: xr.DataTree, path: str | Pa
         if lines:
             ax.legend(loc="upper right", fontsize=8)
     if masses is not None:
-        ax = axes[2]
-        names = [str(i) for i in masses.index]
-        x = np.arange(len(names))
-        for off, col, color in ((-0.18, "before", "tab:blue"), (0.18, "after", "tab:orange")):
-            se = masses.get(f"{col}_se")
-            ax.bar(x + off, masses[col].values, width=0.34, color=color, alpha=0.8, label=col,
-                   yerr=None if se is None else 2 * se.values, capsize=3)
-            exact = masses.get(f"exact_{col}")
-            if exact is not None:
-                ax.scatter(x + off, exact.values, color="k", marker="_", s=300, zorder=3,
-                           label="exact" if col == "before" else None)
-        ax.set_xticks(x, names)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("posterior mass fraction (± 2 se)")
-        ax.set_title("mass on each solution")
-        ax.legend(loc="upper right", fontsize=8)
+        _mass_bars(axes[2], masses)
     fig.suptitle(title or "Posterior before and after patterning")
     return save_figure(fig, path, dpi=110)
+
+
+def _thinned_draws(trace: xr.DataTree, params: tuple[str, str], max_points: int) -> np.ndarray:
+    """The draws of two scalar parameters as (draws, 2), evenly thinned to at most ~``max_points``."""
+    post = trace["posterior"]
+    for p in params:
+        if p not in post.data_vars:
+            raise ValueError(f"The trace has no parameter {p!r}; sample with keep_params=True.")
+    xy = np.stack([post[p].values.reshape(-1) for p in params], axis=1)
+    step = max(1, xy.shape[0] // max_points)
+    return xy[::step]
+
+
+def _mass_bars(ax, masses: pd.DataFrame) -> None:
+    """The mass-fraction panel of :func:`plot_posterior_shift`: before/after bars (± 2 se) per solution."""
+    names = [str(i) for i in masses.index]
+    x = np.arange(len(names))
+    for off, col, color in ((-0.18, "before", "tab:blue"), (0.18, "after", "tab:orange")):
+        se = masses.get(f"{col}_se")
+        ax.bar(x + off, masses[col].values, width=0.34, color=color, alpha=0.8, label=col,
+               yerr=None if se is None else 2 * se.values, capsize=3)
+        exact = masses.get(f"exact_{col}")
+        if exact is not None:
+            ax.scatter(x + off, exact.values, color="k", marker="_", s=300, zorder=3,
+                       label="exact" if col == "before" else None)
+    ax.set_xticks(x, names)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("posterior mass fraction (± 2 se)")
+    ax.set_title("mass on each solution")
+    ax.legend(loc="upper right", fontsize=8)
 
 
 def plot_linear_response(table: pd.DataFrame, path: str | Path, *, title: str | None = None,

@@ -13,7 +13,7 @@ from pplpatterning import GibbsPosterior, diagnose, llc, sample
 from pplpatterning.estimators.diagnose import OFF_TARGET_Z
 from pplpatterning.models import get_model
 from pplpatterning.samplers.settings import SamplerSettings
-from pplpatterning.trace.build import build_trace, run_attrs
+from pplpatterning.trace import build_trace, run_attrs
 
 
 @pytest.fixture(scope="module")

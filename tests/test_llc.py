@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pplpatterning import GibbsPosterior, Model, diagnose, llc, sample
-from pplpatterning.trace.build import build_trace
+from pplpatterning.trace import build_trace
 
 
 def _synthetic_trace(loss_delta, n_beta=10.0, **stats):

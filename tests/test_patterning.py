@@ -20,7 +20,10 @@ import pplpatterning.sampling.core as sampling
 from pplpatterning import GibbsPosterior
 from pplpatterning.cli.main import main
 from pplpatterning.models import get_model
-from pplpatterning.patterning.pattern import PatternPlan, bounded_ridge_lstsq, pattern, verify
+from pplpatterning.patterning.pattern import pattern
+from pplpatterning.patterning.plan import PatternPlan
+from pplpatterning.patterning.solver import bounded_ridge_lstsq
+from pplpatterning.patterning.verify import verify
 
 OBS = ["a", "b", "c", "d"]
 

@@ -19,8 +19,8 @@ import xarray as xr
 from pplpatterning import GibbsPosterior, Probes, attribution, sample
 from pplpatterning.models import get_model
 from pplpatterning.spec.observables import full_loss, param
-from pplpatterning.patterning.pattern import pattern, verify
-from pplpatterning.patterning.verify import prediction_from_trace
+from pplpatterning.patterning.pattern import pattern
+from pplpatterning.patterning.verify import prediction_from_trace, verify
 
 D, N = 3, 100
 

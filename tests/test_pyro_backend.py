@@ -18,7 +18,7 @@ from scipy.optimize import brentq
 import pplpatterning as pp
 from pplpatterning.models import get_model
 from pplpatterning.samplers.settings import SAMPLERS
-from pplpatterning.trace.build import trace_attr
+from pplpatterning.trace import trace_attr
 
 pb = pytest.importorskip("pplpatterning.backends.pyro")
 

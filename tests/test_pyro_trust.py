@@ -13,7 +13,7 @@ import pplpatterning as pp
 from pplpatterning.models import get_model
 from pplpatterning.models.linear import linear_loss
 from pplpatterning.spec.probes import Probes
-from pplpatterning.trace.build import trace_attr
+from pplpatterning.trace import trace_attr
 
 pb = pytest.importorskip("pplpatterning.backends.pyro")
 from pplpatterning.backends.pyro.chains import torch_seed  # noqa: E402

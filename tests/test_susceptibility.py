@@ -13,7 +13,7 @@ from pplpatterning import (attribution, component_susceptibility, load_trace, pr
                            response_matrix, save_trace, susceptibility)
 from pplpatterning.plots import plot_principal_directions
 from pplpatterning.spec.probes import ProbePlan
-from pplpatterning.trace.build import build_trace
+from pplpatterning.trace import build_trace
 
 EPS = np.finfo(np.float64).eps
 
@@ -246,5 +246,5 @@ def test_row_chunking_gives_identical_results(monkeypatch):
     dl = xr.DataArray(rng.normal(size=(2, 300, 23)) + phi.values[..., :1], dims=("chain", "draw", "sample"),
                       coords={"sample": np.arange(23) * 3})
     whole = module.negative_covariance(phi, dl)
-    monkeypatch.setattr(module, "_CHUNK_BYTES", 2 * 300 * 8 * 4)  # 4 rows per chunk
+    monkeypatch.setattr(module, "CHUNK_BYTES", 2 * 300 * 8 * 4)  # 4 rows per chunk
     xr.testing.assert_identical(module.negative_covariance(phi, dl), whole)

@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 from pplpatterning import GibbsPosterior, llc, load_trace, sample, save_trace
-from pplpatterning.trace.build import build_trace, trace_attr
+from pplpatterning.trace import build_trace, trace_attr
 
 REQUIRED_ATTRS = {"backend", "sampler", "n_beta", "n_beta_source", "gamma", "n", "loss_at_centre", "seed",
                   "versions", "settings", "loss_estimate", "model"}

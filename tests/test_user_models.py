@@ -10,7 +10,7 @@ pb = pytest.importorskip("pplpatterning.backends.pyro")
 
 import pplpatterning as pp  # noqa: E402
 from pplpatterning.backends.pyro import model_from_module  # noqa: E402
-from pplpatterning.trace.build import trace_attr  # noqa: E402
+from pplpatterning.trace import trace_attr  # noqa: E402
 
 
 def _mlp(seed: int = 0, dtype=torch.float32) -> torch.nn.Module:

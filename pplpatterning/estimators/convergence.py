@@ -9,6 +9,11 @@ and localization", Bayesian Anal.).
 :func:`series_mcse` computes the same mean and MCSE for many series at once (any extra
 dims beside ``chain`` and ``draw``), for estimators with one series per probe, sample and
 observable (pplpatterning.estimators.susceptibility).
+
+arviz-stats is imported on first use, not with this module: it pulls in scipy.stats and
+xarray-einstats (about 0.5-1 s), which a process that imports the estimators without
+computing one (a command line parsing its arguments, a script that only loads a Trace)
+should not pay.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ __all__ = ["SeriesStats", "series_stats", "series_mcse"]
 
 @dataclass(frozen=True)
 class SeriesStats:
+    """Mean, MCSE of the mean, rank-normalised split R-hat and bulk/tail ESS of one series."""
+
     mean: float
     mcse: float
     rhat: float
@@ -41,11 +48,16 @@ def _as_dataarray(values) -> xr.DataArray:
     return xr.DataArray(arr, dims=("chain", "draw"))
 
 
+def _arviz_stats():
+    """The arviz_stats module, imported on first use (module docstring)."""
+    import arviz_stats
+
+    return arviz_stats
+
+
 def _mcse_mean(da: xr.DataArray) -> xr.DataArray:
     """MCSE of the mean over (chain, draw), vectorised over any other dims (arviz-stats)."""
-    import arviz_stats as azs
-
-    return azs.mcse(da, method="mean", sample_dims=["chain", "draw"])
+    return _arviz_stats().mcse(da, method="mean", sample_dims=["chain", "draw"])
 
 
 def series_mcse(values: xr.DataArray) -> xr.Dataset:
@@ -79,14 +91,13 @@ def series_stats(values) -> SeriesStats:
     NaN, so that a failed run can still be reported; a constant series has MCSE 0 and NaN
     R-hat and ESS.
     """
-    import arviz_stats as azs
-
     da = _as_dataarray(values).astype(np.float64)
     mean = float(da.mean())
     if not np.all(np.isfinite(da.values)) or da.sizes["draw"] < 4:
         return SeriesStats(mean, math.nan, math.nan, math.nan, math.nan)
     if float(np.ptp(da.values)) == 0.0:  # constant (std() of a constant can round to ~1e-34, not 0)
         return SeriesStats(mean, 0.0, math.nan, math.nan, math.nan)
+    azs = _arviz_stats()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return SeriesStats(

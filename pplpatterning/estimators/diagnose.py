@@ -39,8 +39,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from pplpatterning.estimators.llc import LLCEstimate, finite_prefix, llc as estimate_llc
-from pplpatterning.trace.build import trace_attr
+from pplpatterning.estimators.convergence import series_stats
+from pplpatterning.estimators.llc import LLCEstimate, llc as estimate_llc
+from pplpatterning.trace.access import finite_prefix, loss_delta
+from pplpatterning.trace.attrs import trace_attr
 
 __all__ = ["Finding", "Diagnosis", "diagnose", "RHAT_MAX", "MIN_ESS_PER_CHAIN", "OFF_TARGET_Z", "DRIFT_Z",
            "STUCK_RTOL"]
@@ -118,8 +120,6 @@ class Diagnosis:
 # ------------------------------------------------------------------------- the checks
 def _drift_z(loss: np.ndarray) -> float:
     """Largest per-chain |z| between the early (first 20 %) and late (last 50 %) mean loss."""
-    from pplpatterning.estimators.convergence import series_stats
-
     n_draw = loss.shape[1]
     if n_draw < 50:
         return math.nan
@@ -288,7 +288,7 @@ def diagnose(trace: xr.DataTree, *, target: float | None = None) -> Diagnosis:
         warnings.filterwarnings("ignore", message="llc: ", category=RuntimeWarning)
         est = estimate_llc(trace)
     stats = trace["sample_stats"]
-    lam_all = est.n_beta * np.asarray(stats["loss_delta"].transpose("chain", "draw").values, dtype=np.float64)
+    lam_all = est.n_beta * loss_delta(trace).values
     lam = lam_all[:, : finite_prefix(lam_all)]
     z = _z(est, target)
 

@@ -20,35 +20,49 @@ With γ = 0 and β = 1/log n, WBIC = n · E_p[L_n(w)] comes for free (see :func:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import math
 import warnings
+from dataclasses import dataclass, fields
 
 import numpy as np
 import xarray as xr
 
 from pplpatterning.estimators.convergence import SeriesStats, series_stats
-from pplpatterning.trace.build import trace_attr
+from pplpatterning.trace.access import finite_prefix, loss_delta
+from pplpatterning.trace.attrs import trace_attr
 
-__all__ = ["LLCEstimate", "llc", "wbic", "finite_prefix"]
+__all__ = ["LLCEstimate", "llc", "wbic"]
+
+#: The scalar results of :class:`LLCEstimate`, in :meth:`LLCEstimate.to_dataset` data
+#: variables with these long names; the other scalar fields become the Dataset's attrs.
+_RESULTS = {
+    "llc": "λ̂ = nβ (E[L_n^ρ(w)] - L_n^ρ(w*))",
+    "mcse": "Monte Carlo standard error of λ̂ (sd/√ESS_mean)",
+    "rhat": "rank-normalised split R-hat of nβ·ΔL",
+    "ess_bulk": "bulk effective sample size of nβ·ΔL",
+    "ess_tail": "tail effective sample size of nβ·ΔL",
+}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class LLCEstimate:
     """λ̂ with its Monte Carlo error and convergence statistics.
 
-    ``per_chain`` holds each chain's own λ̂; ``rhat``/``ess_*`` are those of the per-draw
+    ``per_chain`` holds each chain's own λ̂, an xarray.DataArray with dim ``chain`` (the
+    trace's chain coordinate); ``rhat``/``ess_*`` are those of the per-draw
     nβ·(L_n(w) - L_n(w*)) series. ``loss_estimate`` says whether the per-draw loss was the
     full-batch L_n ("full") or the sampler's minibatch estimate ("minibatch").
     ``num_draws_used`` of the trace's ``num_draws_total`` draws per chain entered the
     estimate (fewer when a non-finite loss cut the chains; see :func:`llc`);
-    ``num_draws`` equals ``num_draws_used``.
+    ``num_draws`` equals ``num_draws_used``. :meth:`to_dataset` gives the whole result as
+    one labelled xarray.Dataset, :meth:`to_dict` as plain numbers (JSON).
+
+    Two estimates are equal when every field is, ``per_chain`` by its chain labels and values.
     """
 
     llc: float
     mcse: float
-    per_chain: tuple[float, ...]
+    per_chain: xr.DataArray
     rhat: float
     ess_bulk: float
     ess_tail: float
@@ -69,12 +83,42 @@ class LLCEstimate:
     @property
     def chain_std(self) -> float:
         """Spread of the per-chain estimates (not an error bar of the mean; see ``mcse``)."""
-        return float(np.std(self.per_chain, ddof=1)) if len(self.per_chain) > 1 else float("nan")
+        values = np.asarray(self.per_chain, dtype=np.float64)
+        return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["per_chain"] = list(self.per_chain)
+        """Every field as a plain Python value; ``per_chain`` as the list of per-chain λ̂."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["per_chain"] = [float(v) for v in np.asarray(self.per_chain, dtype=np.float64)]
         return d
+
+    def to_dataset(self) -> xr.Dataset:
+        """The estimate as an xarray.Dataset: data variables ``llc``, ``mcse``, ``rhat``,
+        ``ess_bulk``, ``ess_tail`` (scalars) and ``per_chain`` (dim ``chain``), each with a
+        ``long_name``; the settings and draw counts (n_beta, gamma, loss_at_centre,
+        num_chains, num_draws, loss_estimate, num_draws_used, num_draws_total) as attrs."""
+        data = {k: xr.DataArray(float(getattr(self, k)), attrs={"long_name": v}) for k, v in _RESULTS.items()}
+        data["per_chain"] = self.per_chain.rename("per_chain")
+        attrs = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in data}
+        return xr.Dataset(data, attrs=attrs)
+
+    def _key(self) -> tuple:
+        chains = tuple(self.per_chain["chain"].values.tolist())
+        values = tuple(float(v) for v in np.asarray(self.per_chain, dtype=np.float64))
+        return tuple((chains, values) if f.name == "per_chain" else getattr(self, f.name) for f in fields(self))
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        values = tuple(float(v) for v in np.asarray(self.per_chain, dtype=np.float64))
+        parts = [f"{f.name}={values if f.name == 'per_chain' else getattr(self, f.name)!r}" for f in fields(self)]
+        return f"LLCEstimate({', '.join(parts)})"
 
     def __str__(self) -> str:
         draws = f"{self.num_chains}×{self.num_draws_used} draws"
@@ -87,24 +131,6 @@ class LLCEstimate:
         )
 
 
-def _loss_delta(trace: xr.DataTree) -> xr.DataArray:
-    try:
-        return trace["sample_stats"]["loss_delta"]
-    except KeyError:
-        raise ValueError(
-            "The trace has no sample_stats/loss_delta; it was not produced by pplpatterning.sample."
-        ) from None
-
-
-def finite_prefix(values) -> int:
-    """K: the number of leading draws at which every chain is finite, i.e. the first draw
-    index where any chain of a (chain, draw) series is NaN or infinite (its length if none)."""
-    arr = np.asarray(values, dtype=np.float64)
-    finite = np.all(np.isfinite(arr), axis=0)
-    bad = np.flatnonzero(~finite)
-    return int(bad[0]) if bad.size else int(arr.shape[1])
-
-
 def llc(trace: xr.DataTree) -> LLCEstimate:
     """Estimate the local learning coefficient from a Trace (numpy/xarray only).
 
@@ -113,7 +139,7 @@ def llc(trace: xr.DataTree) -> LLCEstimate:
     estimate is NaN.
     """
     n_beta = float(trace_attr(trace, "n_beta"))
-    delta = _loss_delta(trace).astype(np.float64).transpose("chain", "draw")
+    delta = loss_delta(trace)
     total = int(delta.sizes["draw"])
     used = finite_prefix(delta.values)
     if used < total:
@@ -122,10 +148,12 @@ def llc(trace: xr.DataTree) -> LLCEstimate:
     lam = n_beta * delta
     if used:
         stats = series_stats(lam)
-        per_chain = tuple(float(v) for v in lam.mean("draw").values)
+        values = lam.mean("draw").values
     else:  # no finite draw: NaN, without numpy's empty-slice warnings
         stats = SeriesStats(math.nan, math.nan, math.nan, math.nan, math.nan)
-        per_chain = (math.nan,) * int(lam.sizes["chain"])
+        values = np.full(int(lam.sizes["chain"]), math.nan)
+    per_chain = xr.DataArray(values, dims=("chain",), coords={"chain": lam["chain"].values}, name="per_chain",
+                             attrs={"long_name": "λ̂ of each chain"})
     return LLCEstimate(
         llc=stats.mean,
         mcse=stats.mcse,

@@ -41,98 +41,17 @@ import numpy as np
 import xarray as xr
 
 from pplpatterning.estimators.convergence import series_mcse
-from pplpatterning.spec.probes import PER_SAMPLE_GROUP, PROBE_GROUP
-from pplpatterning.trace.build import trace_attr
+from pplpatterning.spec.probes import PER_SAMPLE_GROUP
+from pplpatterning.trace.access import observable_array, probe_deltas, sample_deltas
+from pplpatterning.trace.attrs import trace_attr
 
-__all__ = ["susceptibility", "attribution", "component_susceptibility", "negative_covariance"]
+__all__ = ["susceptibility", "attribution", "component_susceptibility", "negative_covariance", "CHUNK_BYTES"]
 
-_CHUNK_BYTES = 64 * 2**20  # product series evaluated per chunk of rows
+#: Bytes of one (chain, draw, rows) block of the product series that :func:`negative_covariance`
+#: evaluates at a time (bounds its memory; the result does not depend on it).
+CHUNK_BYTES = 64 * 2**20
 _SE_METHOD = ("MCSE of the mean of the product series (φ-φ̄)(ΔL-ΔL̄): sd/√ESS_mean (arviz-stats), "
               "first-order delta method")
-
-
-# -------------------------------------------------------------------- trace access
-def _group(trace: xr.DataTree, name: str, hint: str) -> xr.Dataset:
-    if name not in trace.children or not trace[name].data_vars:
-        raise ValueError(f"The trace has no {name!r} group; {hint}")
-    return trace[name].to_dataset()
-
-
-def _observables(trace: xr.DataTree, names: Sequence[str] | None) -> xr.DataArray:
-    """φ as a (chain, draw, observable) array."""
-    ds = _group(trace, "observables", "pass observables={name: phi} to sample(), e.g. "
-                "pplpatterning.spec.observables.full_loss(posterior).")
-    available = list(ds.data_vars)
-    if names is None:
-        names = available
-    elif isinstance(names, str):
-        names = [names]
-    missing = [k for k in names if k not in ds]
-    if missing:
-        raise ValueError(f"`observables` {missing} are not in the trace; it has {available}.")
-    for k in names:
-        if set(ds[k].dims) != {"chain", "draw"}:
-            raise ValueError(f"Observable {k!r} has dims {ds[k].dims}; susceptibilities need scalar observables "
-                             "with dims (chain, draw).")
-    arr = xr.concat([ds[k].astype(np.float64) for k in names], dim="observable")
-    return arr.assign_coords(observable=list(names)).transpose("chain", "draw", "observable")
-
-
-def _training_loss(trace: xr.DataTree) -> xr.DataArray:
-    """L_q^ρ(w) per kept draw (full batch), the centring term of every ΔL."""
-    estimate = trace_attr(trace, "loss_estimate", "full")
-    if estimate != "full":
-        raise ValueError(f"This trace's loss is the sampler's {estimate!r} estimate; ΔL = L_q' - L_n needs the "
-                         "full-batch L_n at every draw. Sample with loss_estimate='full'.")
-    return trace["sample_stats"]["loss"].astype(np.float64)
-
-
-def _probe_deltas(trace: xr.DataTree, probes, mixtures) -> xr.DataArray:
-    """ΔL = L_q' - L_q^ρ per probe (and per mixture Σ_k a_k L_k - L), (chain, draw, probe)."""
-    ds = _group(trace, PROBE_GROUP, "pass probes=Probes(datasets={name: data}) to sample().")
-    available = list(ds.data_vars)
-    names = available if probes is None else ([probes] if isinstance(probes, str) else list(probes))
-    missing = [k for k in names if k not in ds]
-    if missing:
-        raise ValueError(f"`probes` {missing} are not in the trace; it has {available}.")
-    losses = {k: ds[k].astype(np.float64) for k in names}
-    for mix, weights in (mixtures or {}).items():
-        if mix in losses:
-            raise ValueError(f"`mixtures` name {mix!r} clashes with a probe of that name.")
-        if not isinstance(weights, Mapping) or not weights:
-            raise TypeError(f"`mixtures[{mix!r}]` must be a mapping {{probe name: weight}}.")
-        bad = [k for k in weights if k not in ds]
-        if bad:
-            raise ValueError(f"`mixtures[{mix!r}]` names probes {bad} that are not in the trace; it has {available}.")
-        a = {k: float(v) for k, v in weights.items()}
-        if not all(np.isfinite(list(a.values()))) or abs(sum(a.values()) - 1.0) > 1e-9:
-            raise ValueError(f"`mixtures[{mix!r}]` weights must be finite and sum to 1 (a mixture of probe "
-                             f"distributions); they sum to {sum(a.values())!r}.")
-        losses[mix] = sum(w * ds[k].astype(np.float64) for k, w in a.items())
-    loss = _training_loss(trace)
-    arr = xr.concat([v - loss for v in losses.values()], dim="probe")
-    return arr.assign_coords(probe=list(losses)).transpose("chain", "draw", "probe")
-
-
-def _sample_deltas(trace: xr.DataTree, samples: str, indices) -> xr.DataArray:
-    """ΔL_z = l_z - L_q^ρ at the thinned draws, (chain, draw, row)."""
-    if samples not in ("train", "held_out"):
-        raise ValueError(f"`samples` must be 'train' or 'held_out', got {samples!r}.")
-    ds = _group(trace, PER_SAMPLE_GROUP, "pass probes=Probes(per_sample='all' or indices, held_out=...) to sample().")
-    if samples not in ds:
-        raise ValueError(f"The trace recorded no {samples!r} per-sample losses; it has {list(ds.data_vars)}.")
-    losses = ds[samples].astype(np.float64)
-    dim = "sample" if samples == "train" else "held_out_sample"
-    if indices is not None:
-        idx = np.atleast_1d(np.asarray(indices))
-        missing = np.setdiff1d(idx, losses[dim].values)
-        if missing.size:
-            raise ValueError(f"`indices` {missing[:5].tolist()} were not recorded; the trace has {dim} "
-                             f"{losses[dim].values[:5].tolist()}...")
-        losses = losses.sel({dim: idx})
-    loss = _training_loss(trace).sel(draw=losses["draw"].values)
-    return (losses - loss).transpose("chain", "draw", dim)
-
 
 # --------------------------------------------------------------------- estimators
 def negative_covariance(phi: xr.DataArray, delta: xr.DataArray) -> xr.Dataset:
@@ -145,9 +64,9 @@ def negative_covariance(phi: xr.DataArray, delta: xr.DataArray) -> xr.Dataset:
     row = [d for d in delta.dims if d not in ("chain", "draw")][0]
     phi_c = phi - phi.mean(("chain", "draw"))
     dl_c = delta - delta.mean(("chain", "draw"))
-    # One (chain, draw, rows) product of at most _CHUNK_BYTES at a time bounds the memory.
+    # One (chain, draw, rows) product of at most CHUNK_BYTES at a time bounds the memory.
     per_row = delta.sizes["chain"] * delta.sizes["draw"] * 8
-    step = max(1, _CHUNK_BYTES // per_row)
+    step = max(1, CHUNK_BYTES // per_row)
     parts = []
     for k in phi["observable"].values:
         chunks = []
@@ -180,8 +99,8 @@ def susceptibility(trace: xr.DataTree, probes: Sequence[str] | str | None = None
     ``mixtures={"mix": {"a": 0.3, "b": 0.7}}`` adds the probe Σ_k a_k q'_k (Σ a_k = 1),
     whose χ is exactly Σ_k a_k χ_k (χ is linear in the probe).
     """
-    phi = _observables(trace, observables)
-    delta = _probe_deltas(trace, probes, mixtures)
+    phi = observable_array(trace, observables)
+    delta = probe_deltas(trace, probes, mixtures)
     ds = negative_covariance(phi, delta)
     ds.attrs["num_draws"] = int(phi.sizes["draw"])
     return _finish(ds, trace, "chi = -Cov(phi, L_probe - L_train)")
@@ -198,8 +117,8 @@ def attribution(trace: xr.DataTree, observables: Sequence[str] | str | None = No
     are taken over the thinned draws at which per-sample losses were recorded. Same
     variables as :func:`susceptibility`.
     """
-    delta = _sample_deltas(trace, samples, indices)
-    phi = _observables(trace, observables).sel(draw=delta["draw"].values)
+    delta = sample_deltas(trace, samples, indices)
+    phi = observable_array(trace, observables).sel(draw=delta["draw"].values)
     ds = negative_covariance(phi, delta)
     if samples == "train":
         ds["weight"] = trace[PER_SAMPLE_GROUP]["weight"].sel(sample=ds["sample"].values).astype(np.float64)
@@ -242,12 +161,12 @@ def component_susceptibility(restricted: xr.DataTree, full: xr.DataTree, *, obse
         phi = restricted["sample_stats"]["loss_delta"].astype(np.float64)
         name = "component_loss"
     else:
-        phi = _observables(restricted, [observable]).sel(observable=observable, drop=True)
+        phi = observable_array(restricted, [observable]).sel(observable=observable, drop=True)
         name = observable
     if samples is None:
-        d_r, d_f = _probe_deltas(restricted, probes, None), _probe_deltas(full, probes, None)
+        d_r, d_f = probe_deltas(restricted, probes, None), probe_deltas(full, probes, None)
     else:
-        d_r, d_f = _sample_deltas(restricted, samples, indices), _sample_deltas(full, samples, indices)
+        d_r, d_f = sample_deltas(restricted, samples, indices), sample_deltas(full, samples, indices)
         phi = phi.sel(draw=d_r["draw"].values)
     row = d_r.dims[-1]
     if not np.array_equal(d_r[row].values, d_f[row].values):

@@ -34,29 +34,37 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from pplpatterning.estimators.convergence import series_stats
+from pplpatterning.estimators.susceptibility import negative_covariance
+from pplpatterning.trace.access import observable_array, probe_deltas, sample_deltas
+from pplpatterning.patterning.plan import PatternPlan
+from pplpatterning.sampling.core import sample
+from pplpatterning.spec.observables import validate_observables
+from pplpatterning.spec.posterior import GibbsPosterior
+from pplpatterning.spec.probes import Probes
+from pplpatterning.trace import trace_attr
+
 __all__ = ["verify", "Verification", "prediction_from_trace"]
 
 
-def prediction_from_trace(trace: xr.DataTree, plan) -> xr.Dataset:
+def prediction_from_trace(trace: xr.DataTree, plan: PatternPlan) -> xr.Dataset:
     """κ Σ_j δ_j χ̂_j (or nβ Σ_k dh_k χ̂_k) for every observable of ``trace`` that the plan
     predicts, with its MCSE, as one covariance with the combined probe (module docstring).
 
     Returns a Dataset with ``predicted`` and ``se`` over ``observable``.
     """
-    from pplpatterning.estimators.susceptibility import _observables, _probe_deltas, _sample_deltas, negative_covariance
-
     change = plan.change
     if plan.level == "sample":
         rows = change["sample"].values
-        deltas = _sample_deltas(trace, "train", rows)
+        deltas = sample_deltas(trace, "train", rows)
         combined = (deltas * xr.DataArray(change.values, dims="sample", coords={"sample": rows})).sum("sample")
     else:
         probes = [str(p) for p in change["probe"].values]
-        deltas = _probe_deltas(trace, probes, None)
+        deltas = probe_deltas(trace, probes, None)
         combined = (deltas * xr.DataArray(change.values, dims="probe", coords={"probe": probes})).sum("probe")
     names = [str(o) for o in plan.predicted["observable"].values
              if o in trace["observables"].data_vars]
-    phi = _observables(trace, names).sel(draw=combined["draw"].values)
+    phi = observable_array(trace, names).sel(draw=combined["draw"].values)
     res = negative_covariance(phi, combined.expand_dims(combo=["plan"]).transpose("chain", "draw", "combo"))
     res = res.sel(combo="plan", drop=True)
     return xr.Dataset({"predicted": plan.scale * res["chi"], "se": plan.scale * res["se"]})
@@ -74,10 +82,10 @@ class Verification:
     """
 
     table: pd.DataFrame
-    plan: Any
+    plan: PatternPlan
     trace: xr.DataTree
     baseline: xr.DataTree
-    posterior: Any
+    posterior: GibbsPosterior
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,9 +110,8 @@ class Verification:
         return "\n".join(lines)
 
 
-def _check_trace(trace, posterior, names: list[str], what: str) -> None:
-    from pplpatterning.trace.build import trace_attr
-
+def _check_trace(trace: xr.DataTree, posterior: GibbsPosterior, names: list[str], what: str) -> None:
+    """Check that ``trace`` (the ``what`` argument) has the observables ``names`` and was sampled at nβ."""
     if not isinstance(trace, xr.DataTree):
         raise TypeError(f"`{what}` must be a Trace (xarray DataTree) from sample(), got {type(trace).__name__}.")
     if "observables" not in trace.children:
@@ -118,7 +125,55 @@ def _check_trace(trace, posterior, names: list[str], what: str) -> None:
                          "verify against the posterior the plan was computed for.")
 
 
-def verify(posterior, plan, *, observables: Mapping[str, Callable[..., Any]], baseline: xr.DataTree | None = None,
+def _check_inputs(posterior: GibbsPosterior, plan: PatternPlan, observables: Any) -> None:
+    """Check verify()'s posterior, plan and observables against each other (before any sampling)."""
+    if not isinstance(posterior, GibbsPosterior):
+        raise TypeError(f"`posterior` must be a GibbsPosterior, got {type(posterior).__name__}.")
+    if not isinstance(plan, PatternPlan):
+        raise TypeError(f"`plan` must be a PatternPlan from pattern(), got {type(plan).__name__}.")
+    if not isinstance(observables, Mapping) or not observables:
+        raise TypeError("`observables` must be a mapping {name: phi(params, xp)} including the plan's targets.")
+    missing = [k for k in plan.observables if k not in observables]
+    if missing:
+        raise ValueError(f"`observables` lacks the plan's targeted observables {missing}.")
+    if not math.isclose(plan.n_beta, float(posterior.n_beta), rel_tol=1e-12):
+        raise ValueError(f"The plan was computed at nβ = {plan.n_beta:g}; the posterior has nβ = "
+                         f"{posterior.n_beta:g}. Verify against the posterior whose trace gave χ.")
+    validate_observables(observables, posterior)
+
+
+def _baseline_probes(plan: PatternPlan, datasets: Mapping[str, Mapping[str, Any]] | None) -> Probes | None:
+    """The probes a baseline sampled by verify() records: the losses the prediction's error needs."""
+    if plan.level == "sample":
+        return Probes(per_sample=plan.change["sample"].values.astype(np.int64))
+    if datasets is not None:
+        return Probes(datasets={str(p): datasets[str(p)] for p in plan.change["probe"].values})
+    return None
+
+
+def _compare(name: str, plan: PatternPlan, baseline: xr.DataTree, trace: xr.DataTree,
+             pred: xr.Dataset | None) -> dict[str, Any]:
+    """One row of :attr:`Verification.table`: realized vs predicted change of ``name`` (module docstring)."""
+    before, after = series_stats(baseline["observables"][name]), series_stats(trace["observables"][name])
+    realized = after.mean - before.mean
+    r_se = math.hypot(after.mcse, before.mcse)
+    in_plan = name in plan.predicted["observable"].values
+    P = float(plan.predicted.sel(observable=name)) if in_plan else math.nan
+    p_se = math.nan
+    if pred is not None and name in pred["observable"].values:
+        p_se = float(pred["se"].sel(observable=name))
+    ratio = realized / P if in_plan and P != 0 else math.nan
+    ratio_se = (math.sqrt(r_se**2 + (ratio**2) * (p_se**2 if np.isfinite(p_se) else 0.0)) / abs(P)
+                if np.isfinite(ratio) else math.nan)
+    z_den = math.hypot(r_se, p_se if np.isfinite(p_se) else 0.0)
+    return {"observable": name, "before": before.mean, "before_se": before.mcse, "after": after.mean,
+            "after_se": after.mcse, "realized": realized, "realized_se": r_se, "predicted": P,
+            "predicted_se": p_se, "ratio": ratio, "ratio_se": ratio_se,
+            "z": (realized - P) / z_den if in_plan and z_den > 0 else math.nan,
+            "targeted": name in plan.observables}
+
+
+def verify(posterior: GibbsPosterior, plan: PatternPlan, *, observables: Mapping[str, Callable[..., Any]], baseline: xr.DataTree | None = None,
            datasets: Mapping[str, Mapping[str, Any]] | None = None, backend: str = "numpyro", sampler: str = "nuts",
            num_chains: int = 4, num_draws: int = 1000, num_burnin: int = 500, seed: int = 0,
            progress_bar: bool = False, **sample_options: Any) -> Verification:
@@ -130,7 +185,7 @@ def verify(posterior, plan, *, observables: Mapping[str, Callable[..., Any]], ba
         The :class:`~pplpatterning.GibbsPosterior` χ was estimated at (its weights are the
         plan's base weights).
     plan
-        A :class:`~pplpatterning.patterning.pattern.PatternPlan`.
+        A :class:`~pplpatterning.patterning.plan.PatternPlan`.
     observables
         ``{name: phi}``: the observable functions (at least the plan's targeted ones); they
         are evaluated on the new run (and on the baseline if it is sampled here).
@@ -147,25 +202,7 @@ def verify(posterior, plan, *, observables: Mapping[str, Callable[..., Any]], ba
 
     Everything is checked (plan against posterior, observables, baseline) before sampling.
     """
-    from pplpatterning.spec.observables import validate_observables
-    from pplpatterning.patterning.pattern import PatternPlan
-    from pplpatterning.spec.posterior import GibbsPosterior
-    from pplpatterning.spec.probes import Probes
-    from pplpatterning.sampling.core import sample
-
-    if not isinstance(posterior, GibbsPosterior):
-        raise TypeError(f"`posterior` must be a GibbsPosterior, got {type(posterior).__name__}.")
-    if not isinstance(plan, PatternPlan):
-        raise TypeError(f"`plan` must be a PatternPlan from pattern(), got {type(plan).__name__}.")
-    if not isinstance(observables, Mapping) or not observables:
-        raise TypeError("`observables` must be a mapping {name: phi(params, xp)} including the plan's targets.")
-    missing = [k for k in plan.observables if k not in observables]
-    if missing:
-        raise ValueError(f"`observables` lacks the plan's targeted observables {missing}.")
-    if not math.isclose(plan.n_beta, float(posterior.n_beta), rel_tol=1e-12):
-        raise ValueError(f"The plan was computed at nβ = {plan.n_beta:g}; the posterior has nβ = "
-                         f"{posterior.n_beta:g}. Verify against the posterior whose trace gave χ.")
-    validate_observables(observables, posterior)
+    _check_inputs(posterior, plan, observables)
     names = [str(k) for k in observables]
     new_post = plan.apply(posterior, datasets=datasets)  # validates n, base weights and ρ ≥ 0
     if baseline is not None:
@@ -174,43 +211,16 @@ def verify(posterior, plan, *, observables: Mapping[str, Callable[..., Any]], ba
               progress_bar=progress_bar, observables=dict(observables), **sample_options)
     seconds: dict[str, float] = {}
     if baseline is None:
-        if plan.level == "sample":
-            probes = Probes(per_sample=plan.change["sample"].values.astype(np.int64))
-        elif datasets is not None:
-            probes = Probes(datasets={str(p): datasets[str(p)] for p in plan.change["probe"].values})
-        else:
-            probes = None
+        probes = _baseline_probes(plan, datasets)
         t0 = time.perf_counter()
         baseline = sample(posterior, seed=seed + 1, probes=probes, **kw)
         seconds["baseline"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     trace = sample(new_post, seed=seed, **kw)
     seconds["reweighted"] = time.perf_counter() - t0
-
-    from pplpatterning.estimators.convergence import series_stats
-
     try:
         pred = prediction_from_trace(baseline, plan)
     except ValueError:  # the baseline lacks the per-sample/probe losses: no error bar for P
         pred = None
-    rows = []
-    for name in names:
-        before, after = series_stats(baseline["observables"][name]), series_stats(trace["observables"][name])
-        realized = after.mean - before.mean
-        r_se = math.hypot(after.mcse, before.mcse)
-        in_plan = name in plan.predicted["observable"].values
-        P = float(plan.predicted.sel(observable=name)) if in_plan else math.nan
-        p_se = math.nan
-        if pred is not None and name in pred["observable"].values:
-            p_se = float(pred["se"].sel(observable=name))
-        ratio = realized / P if in_plan and P != 0 else math.nan
-        ratio_se = (math.sqrt(r_se**2 + (ratio**2) * (p_se**2 if np.isfinite(p_se) else 0.0)) / abs(P)
-                    if np.isfinite(ratio) else math.nan)
-        z_den = math.hypot(r_se, p_se if np.isfinite(p_se) else 0.0)
-        rows.append({"observable": name, "before": before.mean, "before_se": before.mcse, "after": after.mean,
-                     "after_se": after.mcse, "realized": realized, "realized_se": r_se, "predicted": P,
-                     "predicted_se": p_se, "ratio": ratio, "ratio_se": ratio_se,
-                     "z": (realized - P) / z_den if in_plan and z_den > 0 else math.nan,
-                     "targeted": name in plan.observables})
-    table = pd.DataFrame(rows).set_index("observable")
+    table = pd.DataFrame([_compare(name, plan, baseline, trace, pred) for name in names]).set_index("observable")
     return Verification(table=table, plan=plan, trace=trace, baseline=baseline, posterior=new_post, seconds=seconds)

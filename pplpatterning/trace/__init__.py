@@ -1,9 +1,16 @@
 """The Trace: one ArviZ DataTree per run, whatever the backend, and its file format.
 
+:mod:`.build` assembles it, :mod:`.attrs` writes and reads its root attrs, :mod:`.io`
+saves, loads and checks it, :mod:`.access` reads the arrays the estimators take.
 Everything after the Trace (estimators, patterning, workflows) reads it with NumPy and
 xarray only.
 """
 
-from pplpatterning.trace.build import build_trace, check_schema, load_trace, run_attrs, save_trace, trace_attr
+from pplpatterning.trace.access import (finite_prefix, loss_delta, observable_array, probe_deltas, sample_deltas,
+                                        training_loss)
+from pplpatterning.trace.attrs import run_attrs, trace_attr
+from pplpatterning.trace.build import build_trace
+from pplpatterning.trace.io import check_schema, load_trace, save_trace
 
-__all__ = ["build_trace", "run_attrs", "trace_attr", "save_trace", "load_trace", "check_schema"]
+__all__ = ["build_trace", "run_attrs", "trace_attr", "save_trace", "load_trace", "check_schema",
+           "loss_delta", "finite_prefix", "training_loss", "observable_array", "probe_deltas", "sample_deltas"]

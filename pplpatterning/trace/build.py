@@ -1,4 +1,4 @@
-"""The Trace: one ArviZ DataTree that every backend returns.
+"""The Trace: one ArviZ DataTree that every backend returns, assembled by :func:`build_trace`.
 
 Groups (all variables have leading dims ``(chain, draw)``):
 
@@ -13,90 +13,29 @@ Groups (all variables have leading dims ``(chain, draw)``):
   (chain, draw, held_out_sample) for held-out points, at every ``thinning``-th kept draw
   (the ``draw`` coordinate holds the kept-draw indices). See pplpatterning.spec.probes.
 - root attrs: backend, sampler, n_beta, n_beta_source, gamma, n, loss_at_centre, seed,
-  model, settings and library versions. Nested values are stored as JSON strings so
-  that a Trace survives netCDF exactly.
+  model, settings and library versions (:func:`pplpatterning.trace.attrs.run_attrs`).
+  Nested values are stored as JSON strings so that a Trace survives netCDF exactly
+  (:mod:`pplpatterning.trace.attrs`); files: :mod:`pplpatterning.trace.io`.
 
 Everything here is numpy/xarray only: a saved Trace can be analysed without JAX or torch.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 from arviz_base import from_dict
 
-__all__ = ["build_trace", "run_attrs", "save_trace", "load_trace", "check_schema", "trace_attr", "versions"]
+from pplpatterning.trace.attrs import encode_attr
+# Transitional: these names lived here before trace/ was split (attrs, io); importers outside
+# trace/ move to ``pplpatterning.trace`` and then these two lines go.
+from pplpatterning.trace.attrs import run_attrs, trace_attr  # noqa: F401
+from pplpatterning.trace.io import check_schema, load_trace, save_trace  # noqa: F401
 
-_JSON_PREFIX = "json:"
-
-
-def versions(*packages: str) -> dict[str, str]:
-    """Installed versions of pplpatterning and the given packages."""
-    out = {}
-    for name in ("pplpatterning", "numpy", "xarray", "arviz-base", "arviz-stats", *packages):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def _encode_attr(value: Any) -> Any:
-    if isinstance(value, (bool, np.bool_)):
-        return int(value)
-    if value is None or isinstance(value, (dict, list, tuple)):
-        return _JSON_PREFIX + json.dumps(value, sort_keys=True, default=float)
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    return value
-
-
-def _decode_attr(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_JSON_PREFIX):
-        return json.loads(value[len(_JSON_PREFIX):])
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def trace_attr(trace: xr.DataTree, key: str, default: Any = ...) -> Any:
-    """Read a root attribute of a Trace, decoding JSON-encoded values."""
-    if key not in trace.attrs:
-        if default is ...:
-            raise KeyError(f"This trace has no attribute {key!r}; it has {sorted(trace.attrs)}.")
-        return default
-    return _decode_attr(trace.attrs[key])
-
-
-def run_attrs(post, settings, *, backend: str, dtype: str, packages: tuple[str, ...], incomplete_reason: str | None,
-              sampling_seconds: float, evaluation_seconds: float) -> dict[str, Any]:
-    """The root attrs every backend writes: the posterior, the settings, the run's provenance."""
-    from datetime import datetime, timezone
-
-    return {
-        **post.describe(),
-        "backend": backend,
-        "sampler": settings.sampler,
-        "seed": settings.seed,
-        "loss_estimate": settings.loss_estimate if settings.is_stochastic_gradient else "full",
-        "batch_size": settings.resolved_batch_size(post.n),
-        "settings": settings.describe(),
-        "lambda_exact": post.model.lam,
-        "multiplicity": post.model.multiplicity,
-        "dtype": dtype,
-        "incomplete": int(incomplete_reason is not None),
-        "incomplete_reason": incomplete_reason or "",
-        "sampling_seconds": sampling_seconds,
-        "evaluation_seconds": evaluation_seconds,
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "versions": versions(*packages),
-    }
+__all__ = ["build_trace"]
 
 
 def build_trace(
@@ -135,62 +74,5 @@ def build_trace(
         if name in tree.children:
             raise ValueError(f"`extra_groups` would replace the Trace group {name!r}.")
         tree[name] = xr.DataTree(ds)
-    tree.attrs.update({k: _encode_attr(v) for k, v in attrs.items()})
-    return tree
-
-
-def save_trace(trace: xr.DataTree, path: str | Path) -> Path:
-    """Write a Trace to netCDF (``.nc``) or zarr (a directory ending in ``.zarr``)."""
-    path = Path(path)
-    if path.suffix == ".zarr":
-        trace.to_zarr(path, mode="w")
-    else:
-        trace.to_netcdf(path, engine="netcdf4")
-    return path
-
-
-#: What every Trace has and the analysis (llc, diagnose, susceptibility) reads: the groups,
-#: the (chain, draw) variables of ``sample_stats`` and the root attrs written by :func:`run_attrs`.
-REQUIRED_GROUPS = ("posterior", "sample_stats")
-REQUIRED_STATS = ("loss", "loss_delta")
-REQUIRED_ATTRS = ("n", "n_beta", "gamma", "loss_at_centre")
-
-
-def check_schema(tree: xr.DataTree, source: str = "this trace") -> None:
-    """Raise ValueError naming the first missing group, ``sample_stats`` variable (or its
-    dims, which must start with (chain, draw)) or root attribute of a Trace."""
-    hint = "; it is not a pplpatterning Trace (write one with save_trace)."
-    for group in REQUIRED_GROUPS:
-        if group not in tree.children:
-            raise ValueError(f"{source} has no group {group!r} (groups: {sorted(tree.children)}){hint}")
-    stats = tree["sample_stats"]
-    for name in REQUIRED_STATS:
-        if name not in stats.data_vars:
-            raise ValueError(f"{source}: group 'sample_stats' has no variable {name!r} "
-                             f"(variables: {sorted(stats.data_vars)}){hint}")
-        if stats[name].dims[:2] != ("chain", "draw") or stats[name].ndim != 2:
-            raise ValueError(f"{source}: 'sample_stats/{name}' has dims {stats[name].dims}; a Trace has "
-                             f"('chain', 'draw'){hint}")
-    missing = [a for a in REQUIRED_ATTRS if a not in tree.attrs]
-    if missing:
-        raise ValueError(f"{source} lacks the root attribute(s) {missing} (attrs: {sorted(tree.attrs)}){hint}")
-
-
-def load_trace(path: str | Path) -> xr.DataTree:
-    """Read a Trace written by :func:`save_trace` fully into memory; its schema is checked
-    (:func:`check_schema`), so a file that is not a Trace fails here, naming what is missing."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"No trace at {str(path)!r}.")
-    try:
-        if path.suffix == ".zarr":
-            tree = xr.open_datatree(path, engine="zarr")
-        else:
-            tree = xr.open_datatree(path, engine="netcdf4")
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"Could not read {str(path)!r} as a Trace (netCDF or .zarr): {type(exc).__name__}: "
-                         f"{exc}") from exc
-    tree = tree.load()
-    tree.close()
-    check_schema(tree, f"The file {str(path)!r}")
+    tree.attrs.update({k: encode_attr(v) for k, v in attrs.items()})
     return tree
