@@ -24,10 +24,12 @@ import pplpatterning
 import pplpatterning.workflows.compare as comparison
 import pplpatterning.models as zoo
 import pplpatterning.sampling.core as sampling
+from pplpatterning.cli import arguments as cli_args
 from pplpatterning.cli import main as cli
+from pplpatterning.cli import models as cli_models
 from pplpatterning.cli.main import EXIT_FINDINGS, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, main
 from pplpatterning.samplers.settings import SamplerSettings
-from pplpatterning.trace.build import build_trace, load_trace, run_attrs
+from pplpatterning.trace import build_trace, load_trace, run_attrs
 
 FAST = ["--model", "regular", "--n", "100", "--gamma", "0", "--no-progress"]
 
@@ -266,7 +268,7 @@ def test_output_with_an_unknown_extension(capsys, tmp_path, nothing_runs, comman
 
 @pytest.mark.parametrize("command", ["llc", "chi"])
 def test_zarr_without_zarr_installed(capsys, tmp_path, monkeypatch, nothing_runs, command):
-    monkeypatch.setattr(cli, "_installed", lambda package: package != "zarr")
+    monkeypatch.setattr(cli_args, "is_installed", lambda package: package != "zarr")
     err = refused(capsys, [*COMMANDS[command], "--save", str(tmp_path / "t.zarr")], "--save")
     assert "needs the 'zarr' package" in err and "use .nc" in err
 
@@ -297,9 +299,9 @@ def test_validate_out_that_is_a_file(capsys, tmp_path, monkeypatch):
 
 
 def test_good_output_paths_pass(tmp_path):
-    for suffix, formats in ((".nc", cli.TRACE_FORMATS), (".csv", cli.CSV_FORMAT), (".png", cli.PLOT_FORMATS)):
-        assert cli.check_output_path(str(tmp_path / f"a{suffix}"), "--x", formats) == tmp_path / f"a{suffix}"
-    assert cli.check_output_folder(str(tmp_path / "new" / "deeper"), "--out") == tmp_path / "new" / "deeper"
+    for suffix, formats in ((".nc", cli_args.TRACE_FORMATS), (".csv", cli_args.CSV_FORMAT), (".png", cli_args.PLOT_FORMATS)):
+        assert cli_args.check_output_path(str(tmp_path / f"a{suffix}"), "--x", formats) == tmp_path / f"a{suffix}"
+    assert cli_args.check_output_folder(str(tmp_path / "new" / "deeper"), "--out") == tmp_path / "new" / "deeper"
 
 
 # ------------------------------------------------------------------ help, defaults, models
@@ -313,7 +315,7 @@ def test_every_flag_has_help_and_states_its_default():
     assert {"llc", "compare", "chi", "pattern", "calibrate", "validate", "models"} <= set(commands)
     for name, parser in commands.items():
         formatter = parser._get_formatter()
-        assert isinstance(formatter, cli.HelpFormatter), name
+        assert isinstance(formatter, cli_args.HelpFormatter), name
         for action in parser._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
@@ -349,7 +351,7 @@ def test_models_describes_one(capsys):
 
 
 def test_models_table_covers_the_zoo():
-    table = cli._zoo_table()
+    table = cli_models.zoo_table()
     assert set(table) == set(zoo.MODELS)
     assert table["regular"] == ("d=2, sigma=1.0, w_true=None (zeros), split=None", "d/2")
 
@@ -390,4 +392,4 @@ def test_lazy_package_keeps_every_public_name():
 
 
 def test_backend_names_agree_with_sampling():
-    assert cli.BACKEND_NAMES == sampling.BACKENDS
+    assert cli_args.BACKEND_NAMES == sampling.BACKENDS

@@ -17,33 +17,27 @@ Observables (``--observable``, repeatable; default ``loss`` plus one component l
 parameter): ``loss`` (L(w) - L(w*)), ``component:NAME[,NAME]`` (the component loss of
 those parameters), ``param:NAME[:I[,J...]]`` (one coordinate).
 
-Every argument is checked before anything is compiled or sampled.
+Every argument is checked before anything is compiled or sampled. The estimators, the
+sampler, the model zoo and the plots (xarray, scipy, matplotlib, JAX or torch) are
+imported inside the functions that use them, so that building the parser stays light.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pplpatterning.cli.main import (
-    PLOT_FORMATS, TRACE_FORMATS, _add_posterior_args, _add_sampler_args, _build_posterior, _sample_kwargs, _target, add_command,
-    add_strict_arg, exit_code, status_lines, trace_status,
+from pplpatterning.cli.arguments import (
+    PLOT_FORMATS, TRACE_FORMATS, add_command, add_posterior_args, add_sampler_args, add_strict_arg, build_posterior,
+    finite_target, literal_or_text, observables_from_specs, sample_kwargs, sampler_settings,
 )
+from pplpatterning.cli.output import exit_code, print_json, status_lines, trace_status
 
 __all__ = ["add_chi_parser", "cmd_chi"]
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def _probe_arg(text: str) -> tuple[str, dict[str, Any]]:
@@ -55,7 +49,7 @@ def _probe_arg(text: str) -> tuple[str, dict[str, Any]]:
         if "=" not in item:
             raise argparse.ArgumentTypeError(f"--probe {text!r}: {item!r} is not KEY=VALUE (e.g. rows=0-99, n=200).")
         key, value = item.split("=", 1)
-        opts[key.strip()] = value if key.strip() in ("rows", "file") else _parse_value(value)
+        opts[key.strip()] = value if key.strip() in ("rows", "file") else literal_or_text(value)
     return name, opts
 
 
@@ -97,73 +91,27 @@ def _probe_data(a: argparse.Namespace, post, k: int, name: str, opts: dict[str, 
     return model.generate(size, seed=seed)
 
 
-def _observables(specs: list[str], post) -> dict[str, Any]:
-    from pplpatterning.spec.observables import component_loss, full_loss, param
-
-    shapes = post.model.param_shapes
-    if not specs:
-        specs = ["loss"] + ([f"component:{p}" for p in shapes] if len(shapes) > 1 else [])
-    out: dict[str, Any] = {}
-    for spec in specs:
-        kind, _, rest = spec.partition(":")
-        if kind == "loss" and not rest:
-            out["loss"] = full_loss(post)
-        elif kind == "component" and rest:
-            names = [s.strip() for s in rest.split(",")]
-            out["loss_" + "_".join(names)] = component_loss(post, names)
-        elif kind == "param" and rest:
-            name, _, idx = rest.partition(":")
-            index = tuple(int(i) for i in idx.split(",")) if idx else None
-            label = name + ("_" + "_".join(map(str, index)) if index else "")
-            out[label] = param(name, index)
-        else:
-            raise ValueError(f"--observable {spec!r}: use 'loss', 'component:NAME[,NAME]' or 'param:NAME[:I[,J]]'.")
-    return out
-
-
 def _fmt_pm(x: float, se: float) -> str:
     return f"{x: .4e} ± {se:.1e}"
 
 
 def cmd_chi(a: argparse.Namespace) -> int:
+    """Sample with probes, estimate χ (and χ_z with --per-sample), write the outputs, print; return the exit code."""
     from pplpatterning.estimators.diagnose import diagnose
-    from pplpatterning.spec.observables import validate_observables
-    from pplpatterning.spec.probes import Probes
-    from pplpatterning.estimators.response import principal_directions, response_matrix
-    from pplpatterning.samplers.settings import SamplerSettings
     from pplpatterning.sampling.core import sample
     from pplpatterning.estimators.susceptibility import attribution, susceptibility
-    from pplpatterning.trace.build import save_trace
+    from pplpatterning.trace.io import save_trace
 
-    post = _build_posterior(a)
-    probe_specs = list(a.probe) or [("fresh", {})]
-    names = [n for n, _ in probe_specs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"--probe names must be distinct, got {names}.")
-    datasets = {name: _probe_data(a, post, k, name, dict(opts)) for k, (name, opts) in enumerate(probe_specs)}
-    observables = _observables(a.observable, post)
-    validate_observables(observables, post)
-    per_sample = None if a.per_sample is None else _index_list(a.per_sample, post.n, "--per-sample")
-    held = post.model.generate(a.held_out, seed=a.data_seed + 999) if a.held_out else None
-    probes = Probes(datasets=datasets, per_sample=per_sample, held_out=held, thinning=a.probe_thinning)
-    if a.plot:
-        rows = len(datasets) if per_sample is None else per_sample.size
-        if rows < 2 or len(observables) < 2:
-            raise ValueError(f"--plot needs at least 2 rows (probes, or --per-sample samples) and 2 observables; "
-                             f"got {rows} and {len(observables)}.")
-    settings = SamplerSettings(sampler=a.sampler, num_chains=a.chains, num_draws=a.draws, num_burnin=a.burnin,
-                               step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning,
-                               loss_estimate=a.loss_estimate, seed=a.seed, options=dict(a.option))
-    probes.resolve(post, settings)  # memory and shapes, before compiling
-
+    post = build_posterior(a)
+    observables, per_sample, probes = _probes(a, post)
     t0 = time.perf_counter()
     try:
-        trace = sample(post, observables=observables, probes=probes, **_sample_kwargs(a))
+        trace = sample(post, observables=observables, probes=probes, **sample_kwargs(a))
     except NotImplementedError as exc:
         raise ValueError(str(exc)) from None
     wall = time.perf_counter() - t0
     saved = str(save_trace(trace, a.save)) if a.save else None  # before anything that could fail
-    diag = diagnose(trace, target=_target(post))
+    diag = diagnose(trace, target=finite_target(post))
     code = exit_code(diag, strict=a.strict)
     result: dict[str, Any] = {
         "model": post.model.name, "backend": a.backend, "sampler": a.sampler, "n": post.n,
@@ -178,11 +126,56 @@ def cmd_chi(a: argparse.Namespace) -> int:
         if not diag.incomplete:
             raise
         return _report_unusable(result, diag, exc, a)  # an incomplete trace may not support χ
-    matrix_source = att if att is not None else chi
     result["chi"] = chi.to_dataframe().reset_index().to_dict(orient="records")
     every = att is not None and att.sizes["sample"] == post.n  # Σ_z χ_z = 0 holds over the whole training set
     if every:
         result["sum_chi_z"] = {k: float(att["chi"].sel(observable=k).sum()) for k in att.observable.values}
+    _write_outputs(a, post, att if att is not None else chi, result)
+    if a.json:
+        print_json(result)
+        return code
+    if diag.incomplete:
+        print(status_lines(diag)[0])
+    print(f"model {post.model.name} (d={post.sampled_dim}, n={post.n}), nβ={post.n_beta:.4g} "
+          f"[{post.n_beta_source}], γ={post.gamma:g}; {a.backend}/{a.sampler} {a.chains}×{a.draws} draws, "
+          f"{wall:.1f} s")
+    _print_estimates(chi, att, every)
+    for key in ("saved_to", "matrix_saved_to", "plot_saved_to"):
+        if key in result:
+            print(f"{key.replace('_', ' ')}: {result[key]}")
+    print()
+    print("\n".join(status_lines(diag, strict=a.strict)))
+    return code
+
+
+def _probes(a: argparse.Namespace, post) -> tuple[dict[str, Any], np.ndarray | None, Any]:
+    """(observables, per-sample indices, resolved Probes) from the flags, every one checked before compiling."""
+    from pplpatterning.spec.observables import validate_observables
+    from pplpatterning.spec.probes import Probes
+
+    probe_specs = list(a.probe) or [("fresh", {})]
+    names = [n for n, _ in probe_specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--probe names must be distinct, got {names}.")
+    datasets = {name: _probe_data(a, post, k, name, dict(opts)) for k, (name, opts) in enumerate(probe_specs)}
+    observables = observables_from_specs(a.observable, post)
+    validate_observables(observables, post)
+    per_sample = None if a.per_sample is None else _index_list(a.per_sample, post.n, "--per-sample")
+    held = post.model.generate(a.held_out, seed=a.data_seed + 999) if a.held_out else None
+    probes = Probes(datasets=datasets, per_sample=per_sample, held_out=held, thinning=a.probe_thinning)
+    if a.plot:
+        rows = len(datasets) if per_sample is None else per_sample.size
+        if rows < 2 or len(observables) < 2:
+            raise ValueError(f"--plot needs at least 2 rows (probes, or --per-sample samples) and 2 observables; "
+                             f"got {rows} and {len(observables)}.")
+    probes.resolve(post, sampler_settings(a))  # memory and shapes, before compiling
+    return observables, per_sample, probes
+
+
+def _write_outputs(a: argparse.Namespace, post, matrix_source, result: dict[str, Any]) -> None:
+    """``--save-matrix`` and ``--plot`` (of the per-sample matrix when recorded); their paths go into ``result``."""
+    from pplpatterning.estimators.response import principal_directions, response_matrix
+
     if a.save_matrix:
         path = Path(a.save_matrix)
         if path.suffix == ".csv":
@@ -196,14 +189,10 @@ def cmd_chi(a: argparse.Namespace) -> int:
         pcs = principal_directions(response_matrix(matrix_source))
         result["plot_saved_to"] = str(plot_principal_directions(pcs, a.plot, title=f"{post.model.name}: principal "
                                                                 "susceptibility directions"))
-    if a.json:
-        print(json.dumps(result, indent=2, default=float))
-        return code
-    if diag.incomplete:
-        print(status_lines(diag)[0])
-    print(f"model {post.model.name} (d={post.sampled_dim}, n={post.n}), nβ={post.n_beta:.4g} "
-          f"[{post.n_beta_source}], γ={post.gamma:g}; {a.backend}/{a.sampler} {a.chains}×{a.draws} draws, "
-          f"{wall:.1f} s")
+
+
+def _print_estimates(chi, att, every: bool) -> None:
+    """The χ and J table, then each observable's largest per-sample χ_z."""
     print("χ = -Cov(φ, ΔL), J = nβ·χ = d/dh E_h[φ]; ± standard errors from the ESS of (φ-φ̄)(ΔL-ΔL̄)")
     header = f"{'probe':<12} {'observable':<16} {'χ ± se':<24} {'J ± se':<24} {'ESS':>8}"
     print(header)
@@ -213,29 +202,24 @@ def cmd_chi(a: argparse.Namespace) -> int:
             r = chi.sel(probe=p, observable=o)
             print(f"{str(p):<12} {str(o):<16} {_fmt_pm(float(r.chi), float(r.se)):<24} "
                   f"{_fmt_pm(float(r.jacobian), float(r.jacobian_se)):<24} {float(r.ess):>8.0f}")
-    if att is not None:
-        print(f"\nper-sample χ_z over {att.sizes['sample']} training samples "
-              f"({att.attrs['num_draws']} draws per chain); largest |χ_z|/se:")
-        for o in att.observable.values:
-            sel = att.sel(observable=o)
-            z = np.abs(sel.chi.values) / np.where(sel.se.values > 0, sel.se.values, np.inf)
-            top = np.argsort(-z)[:5]
-            items = ", ".join(f"z{int(sel['sample'].values[i])}: {float(sel.chi.values[i]):.3e}" for i in top)
-            total = f"   (Σ_z χ_z = {float(sel.chi.sum()):.1e})" if every else ""
-            print(f"  {str(o):<16} {items}{total}")
-    for key in ("saved_to", "matrix_saved_to", "plot_saved_to"):
-        if key in result:
-            print(f"{key.replace('_', ' ')}: {result[key]}")
-    print()
-    print("\n".join(status_lines(diag, strict=a.strict)))
-    return code
+    if att is None:
+        return
+    print(f"\nper-sample χ_z over {att.sizes['sample']} training samples "
+          f"({att.attrs['num_draws']} draws per chain); largest |χ_z|/se:")
+    for o in att.observable.values:
+        sel = att.sel(observable=o)
+        z = np.abs(sel.chi.values) / np.where(sel.se.values > 0, sel.se.values, np.inf)
+        top = np.argsort(-z)[:5]
+        items = ", ".join(f"z{int(sel['sample'].values[i])}: {float(sel.chi.values[i]):.3e}" for i in top)
+        total = f"   (Σ_z χ_z = {float(sel.chi.sum()):.1e})" if every else ""
+        print(f"  {str(o):<16} {items}{total}")
 
 
 def _report_unusable(result: dict[str, Any], diag, exc: Exception, a: argparse.Namespace) -> int:
     """An incomplete run whose draws do not support the estimates: say so, exit 3."""
     result["error"] = f"{type(exc).__name__}: {exc}"
     if a.json:
-        print(json.dumps(result, indent=2, default=float))
+        print_json(result)
     else:
         print("\n".join(status_lines(diag, strict=a.strict)))
         print(f"no estimates from the incomplete trace: {result['error']}")
@@ -247,8 +231,8 @@ def _report_unusable(result: dict[str, Any], diag, exc: Exception, a: argparse.N
 def add_chi_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``chi`` on the top-level parser's subparsers."""
     p = add_command(subparsers, "chi", help="susceptibilities χ of a built-in model, with error bars")
-    _add_posterior_args(p)
-    _add_sampler_args(p)
+    add_posterior_args(p)
+    add_sampler_args(p)
     p.add_argument("--probe", action="append", type=_probe_arg, default=[], metavar="NAME[:KEY=VALUE...]",
                    help="probe data set, repeatable: fresh data (NAME), training rows (NAME:rows=0-99), a shifted "
                         "generator (NAME:w_true=(1,0)), or NAME:file=data.npz; default one fresh probe")

@@ -15,24 +15,27 @@ loss per parameter): ``loss``, ``component:NAME[,NAME]``, ``param:NAME[:I[,J]]``
 module that defines the model, e.g. ``model:on_solution_a`` for ``two_solutions``) and
 ``python:MODULE:ATTR`` (any importable function). Targets: ``--target NAME=DELTA``.
 
-Every argument is checked before anything is compiled or sampled.
+Every argument is checked before anything is compiled or sampled. The estimators, the
+solver, the sampler and the plots (xarray, matplotlib, JAX or torch) are imported inside
+the functions that use them, so that building the parser stays light.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pplpatterning.cli.main import (
-    PLOT_FORMATS, _add_posterior_args, _add_sampler_args, _build_posterior, _sample_kwargs, _target, add_command,
-    add_strict_arg, exit_code, runs_status, status_lines,
+from pplpatterning.cli.arguments import (
+    PLOT_FORMATS, add_command, add_posterior_args, add_sampler_args, add_strict_arg, build_posterior, finite_target,
+    observables_from_specs, sample_kwargs, sampler_settings,
 )
+from pplpatterning.cli.output import exit_code, print_json, runs_status, status_lines
 
 __all__ = ["add_pattern_parser", "cmd_pattern"]
 
@@ -55,8 +58,6 @@ def _target_arg(text: str) -> tuple[str, float]:
 
 
 def _centre_arg(text: str) -> tuple[str, Any]:
-    import ast
-
     key, value = _key_value(text, "--centre", "a=1")
     try:
         return key, ast.literal_eval(value)
@@ -83,10 +84,8 @@ def _resolve_function(spec: str, post) -> Any:
 
 def _observables(specs: list[str], post) -> dict[str, Any]:
     """{name: phi} from [NAME=]SPEC items (see the module docstring)."""
-    from pplpatterning.cli.chi import _observables as chi_observables
-
     if not specs:
-        return chi_observables([], post)
+        return observables_from_specs([], post)
     out: dict[str, Any] = {}
     for item in specs:
         name, spec = (item.split("=", 1) if "=" in item else (None, item))
@@ -94,7 +93,7 @@ def _observables(specs: list[str], post) -> dict[str, Any]:
             fn = _resolve_function(spec, post)
             label = name or spec.rsplit(":", 1)[-1]
         else:
-            (label, fn), = chi_observables([spec], post).items()
+            (label, fn), = observables_from_specs([spec], post).items()
             label = name or label
         if label in out:
             raise ValueError(f"--observable: the name {label!r} is used twice; give NAME=SPEC.")
@@ -111,41 +110,16 @@ def _save_weights(path: Path, weights: np.ndarray) -> None:
 
 
 def cmd_pattern(a: argparse.Namespace) -> int:
+    """Sample recording per-sample losses, solve for the weights, verify (``--verify``), print; return the exit code."""
     from pplpatterning.estimators.diagnose import diagnose
-    from pplpatterning.spec.observables import validate_observables
-    from pplpatterning.patterning.pattern import check_pattern_options, pattern, verify
-    from pplpatterning.spec.probes import Probes
-    from pplpatterning.samplers.settings import SamplerSettings
+    from pplpatterning.patterning.pattern import pattern
+    from pplpatterning.patterning.verify import verify
     from pplpatterning.sampling.core import sample
     from pplpatterning.estimators.susceptibility import attribution
 
-    post = _build_posterior(a)
-    if a.centre:
-        centre = {k: np.asarray(v, dtype=np.float64) for k, v in dict(post.centre).items()}
-        for key, value in a.centre:
-            if key not in centre:
-                raise ValueError(f"--centre {key}=...: unknown parameter; the model has {list(centre)}.")
-            centre[key] = np.broadcast_to(np.asarray(value, dtype=np.float64), centre[key].shape).copy()
-        post = post.with_(centre=centre)
-    observables = _observables(a.observable, post)
-    validate_observables(observables, post)
-    targets = dict(a.target)
-    if len(targets) != len(a.target):
-        raise ValueError("--target names an observable twice.")
-    unknown = [k for k in targets if k not in observables]
-    if unknown:
-        raise ValueError(f"--target names observables {unknown} that are not among --observable {list(observables)}.")
-    check_pattern_options(targets, fraction=a.fraction, max_weight_change=a.max_weight_change, ridge=a.ridge)
-    if a.plot and not a.verify:
-        raise ValueError("--plot draws realized against predicted changes; it needs --verify.")
-    options = dict(a.option)
-    settings = SamplerSettings(sampler=a.sampler, num_chains=a.chains, num_draws=a.draws, num_burnin=a.burnin,
-                               step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning,
-                               loss_estimate=a.loss_estimate, seed=a.seed, options=options)
-    probes = Probes(per_sample="all", thinning=a.probe_thinning)
-    probes.resolve(post, settings)  # shapes and memory, before compiling
-
-    kw = {**_sample_kwargs(a), "observables": observables}
+    post = _posterior(a)
+    observables, targets, probes = _prepare(a, post)
+    kw = {**sample_kwargs(a), "observables": observables}
     seed = kw.pop("seed")
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -154,7 +128,7 @@ def cmd_pattern(a: argparse.Namespace) -> int:
     except NotImplementedError as exc:
         raise ValueError(str(exc)) from None
     seconds["sample"] = time.perf_counter() - t0
-    diags = {"baseline": diagnose(trace, target=_target(post))}
+    diags = {"baseline": diagnose(trace, target=finite_target(post))}
     result: dict[str, Any] = {"model": post.model.name, "n": post.n, "n_beta": post.n_beta, "gamma": post.gamma,
                               "backend": a.backend, "sampler": a.sampler}
     t0 = time.perf_counter()
@@ -178,7 +152,51 @@ def cmd_pattern(a: argparse.Namespace) -> int:
                        seed=seed + 1 if a.verify_seed is None else a.verify_seed, **kw)
         seconds["verify"] = time.perf_counter() - t0
         result["verification"] = check.to_dict()
-        diags["verify"] = diagnose(check.trace, target=_target(check.posterior))
+        diags["verify"] = diagnose(check.trace, target=finite_target(check.posterior))
+    _write_outputs(a, post, plan, check, result)
+    result["seconds"] = seconds
+    if not a.json:
+        _print_plan(a, post, plan, check, seconds, result)
+    return _report(result, diags, a)
+
+
+def _posterior(a: argparse.Namespace):
+    """The posterior of the flags, its centre w* overridden by ``--centre``."""
+    post = build_posterior(a)
+    if a.centre:
+        centre = {k: np.asarray(v, dtype=np.float64) for k, v in dict(post.centre).items()}
+        for key, value in a.centre:
+            if key not in centre:
+                raise ValueError(f"--centre {key}=...: unknown parameter; the model has {list(centre)}.")
+            centre[key] = np.broadcast_to(np.asarray(value, dtype=np.float64), centre[key].shape).copy()
+        post = post.with_(centre=centre)
+    return post
+
+
+def _prepare(a: argparse.Namespace, post) -> tuple[dict[str, Any], dict[str, float], Any]:
+    """(observables, targets, resolved Probes): every flag checked before compiling."""
+    from pplpatterning.patterning.pattern import check_pattern_options
+    from pplpatterning.spec.observables import validate_observables
+    from pplpatterning.spec.probes import Probes
+
+    observables = _observables(a.observable, post)
+    validate_observables(observables, post)
+    targets = dict(a.target)
+    if len(targets) != len(a.target):
+        raise ValueError("--target names an observable twice.")
+    unknown = [k for k in targets if k not in observables]
+    if unknown:
+        raise ValueError(f"--target names observables {unknown} that are not among --observable {list(observables)}.")
+    check_pattern_options(targets, fraction=a.fraction, max_weight_change=a.max_weight_change, ridge=a.ridge)
+    if a.plot and not a.verify:
+        raise ValueError("--plot draws realized against predicted changes; it needs --verify.")
+    probes = Probes(per_sample="all", thinning=a.probe_thinning)
+    probes.resolve(post, sampler_settings(a))  # shapes and memory, before compiling
+    return observables, targets, probes
+
+
+def _write_outputs(a: argparse.Namespace, post, plan, check, result: dict[str, Any]) -> None:
+    """``--save-weights`` and (after a verification) ``--plot``; their paths go into ``result``."""
     if a.save_weights:
         _save_weights(Path(a.save_weights), plan.weights)
         result["weights_saved_to"] = str(a.save_weights)
@@ -188,9 +206,9 @@ def cmd_pattern(a: argparse.Namespace) -> int:
         tab = check.table[np.isfinite(check.table["predicted"])].reset_index()
         tab["label"] = tab["observable"]
         result["plot_saved_to"] = str(plot_linear_response(tab, a.plot, title=f"{post.model.name}: patterning"))
-    result["seconds"] = seconds
-    if a.json:
-        return _report(result, diags, a)
+
+
+def _print_plan(a: argparse.Namespace, post, plan, check, seconds: dict[str, float], result: dict[str, Any]) -> None:
     print(f"model {post.model.name} (d={post.sampled_dim}, n={post.n}), nβ={post.n_beta:.4g} [{post.n_beta_source}], "
           f"γ={post.gamma:g}; {a.backend}/{a.sampler} {a.chains}×{a.draws} draws, per-sample losses every "
           f"{a.probe_thinning} draw(s)")
@@ -205,7 +223,6 @@ def cmd_pattern(a: argparse.Namespace) -> int:
         if key in result:
             print(f"{key.replace('_', ' ')}: {result[key]}")
     print()
-    return _report(result, diags, a)
 
 
 def _report(result: dict[str, Any], diags: dict[str, Any], a: argparse.Namespace, error: str | None = None) -> int:
@@ -215,7 +232,7 @@ def _report(result: dict[str, Any], diags: dict[str, Any], a: argparse.Namespace
     if error:
         result["error"] = error
     if a.json:
-        print(json.dumps(result, indent=2, default=float))
+        print_json(result)
         return code
     for name, diag in diags.items():
         print(f"{name} run:")
@@ -228,10 +245,10 @@ def _report(result: dict[str, Any], diags: dict[str, Any], a: argparse.Namespace
 def add_pattern_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``pattern`` on the top-level parser's subparsers."""
     p = add_command(subparsers, "pattern", help="re-weight the data to move observables (patterning), and verify")
-    _add_posterior_args(p)
+    add_posterior_args(p)
     p.add_argument("--centre", action="append", type=_centre_arg, default=[], metavar="PARAM=VALUE",
                    help="override the centre w* (the localizing prior's mean), repeatable (e.g. --centre a=1; default: the model's centre)")
-    _add_sampler_args(p)
+    add_sampler_args(p)
     p.add_argument("--observable", action="append", default=[], metavar="[NAME=]SPEC",
                    help="loss | component:NAME[,NAME] | param:NAME[:I[,J]] | model:ATTR | python:MODULE:ATTR, "
                         "repeatable (default: loss and one component loss per parameter)")
