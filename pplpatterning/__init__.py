@@ -24,7 +24,7 @@ _LAZY: dict[str, str] = {
     "components": "spec.refine", "refine": "spec.refine",
     "SAMPLERS": "samplers.settings", "SamplerSettings": "samplers.settings",
     "sample": "sampling.core",
-    "load_trace": "trace.build", "save_trace": "trace.build",
+    "load_trace": "trace.io", "save_trace": "trace.io",
     "LLCEstimate": "estimators.llc", "llc": "estimators.llc", "wbic": "estimators.llc",
     "Diagnosis": "estimators.diagnose", "Finding": "estimators.diagnose", "diagnose": "estimators.diagnose",
     "attribution": "estimators.susceptibility", "component_susceptibility": "estimators.susceptibility",

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import NUTS
 
-from pplpatterning.sampling.backend import RunResult
+from pplpatterning.sampling.backend import FunctionBackend, RunResult
 from pplpatterning.sampling.evaluation import Evaluation, evaluation_failure, join_draw_blocks
 from pplpatterning.spec.posterior import GibbsPosterior
 from pplpatterning.spec.probes import ProbePlan, dataset_losses, sample_losses
@@ -27,7 +27,7 @@ from .rule_kernel import RuleKernel
 from .precision import as_data, in_float64
 from .spec import PosteriorArgs, full_batch_loss, model_for, posterior_args
 
-__all__ = ["BACKEND", "sample_chains", "make_kernel", "stat_fields", "evaluate_draws", "evaluate_at_centre", "Evaluation", "draws_per_chunk",
+__all__ = ["BACKEND", "sample_chains", "evaluate_run", "make_kernel", "stat_fields", "evaluate_draws", "evaluate_at_centre", "Evaluation", "draws_per_chunk",
            "MAX_EVAL_CHUNKS"]
 
 # The framework kernels' state fields recorded in sample_stats, and their names there.
@@ -206,24 +206,11 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings) -> RunResult:
                      seconds=time.perf_counter() - t_start, context=args)
 
 
-class NumPyroBackend:
-    """The NumPyro (JAX) backend (the protocol of pplpatterning.sampling.backend)."""
-
-    name = "numpyro"
-    packages = ("jax", "jaxlib", "numpyro")
-
-    @staticmethod
-    def evaluate_at_centre(post: GibbsPosterior, fn) -> np.ndarray:
-        return evaluate_at_centre(post, fn)
-
-    @staticmethod
-    def run(post: GibbsPosterior, settings: SamplerSettings) -> RunResult:
-        return sample_chains(post, settings)
-
-    @staticmethod
-    def evaluate(post: GibbsPosterior, result: RunResult, observables: dict, probes: ProbePlan | None, *,
+def evaluate_run(post: GibbsPosterior, result: RunResult, observables: dict, probes: ProbePlan | None, *,
                  with_loss: bool) -> Evaluation:
-        return evaluate_draws(post, result.draws, result.context, observables, probes, with_loss=with_loss)
+    """:func:`evaluate_draws` on the draws of ``result``, reusing its compiled arrays."""
+    return evaluate_draws(post, result.draws, result.context, observables, probes, with_loss=with_loss)
 
 
-BACKEND = NumPyroBackend()
+#: The NumPyro (JAX) backend (the protocol of pplpatterning.sampling.backend).
+BACKEND = FunctionBackend("numpyro", ("jax", "jaxlib", "numpyro"), evaluate_at_centre, sample_chains, evaluate_run)

@@ -3,7 +3,7 @@
 Everything data-dependent (data, weights, centre, frozen parameters, model constants, nβ,
 γ) is passed as a traced argument, never closed over: with ``jit_model_args=True`` and the
 persistent compilation cache, a second posterior with the same shapes reuses the compiled
-program instead of recompiling (DESIGN.md, "Choices already measured").
+program instead of recompiling (docs/architecture.md, "Choices measured").
 
 Precision: every entry point of the backend runs under :func:`in_float64`, i.e. inside
 ``jax.enable_x64(True)`` for that call only; the process's ``jax_enable_x64`` is never

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.func import vmap
 
-from pplpatterning.sampling.backend import RunResult
+from pplpatterning.sampling.backend import FunctionBackend, RunResult
 from pplpatterning.sampling.evaluation import Evaluation, evaluation_failure, join_draw_blocks
 from pplpatterning.spec.posterior import GibbsPosterior
 from pplpatterning.spec.probes import ProbePlan, dataset_losses, sample_losses
@@ -29,7 +29,7 @@ from .chains import ChainRun, run_chains, torch_seed
 from .hmc import run_hmc
 from .spec import DTYPE, ChainEnergy, TorchPosterior, as_data_tensor, full_batch_loss, torch_posterior, xp
 
-__all__ = ["BACKEND", "sample_chains", "evaluate_draws", "evaluate_in_blocks", "evaluate_at_centre"]
+__all__ = ["BACKEND", "sample_chains", "evaluate_run", "evaluate_draws", "evaluate_in_blocks", "evaluate_at_centre"]
 
 
 def _chunk_size(n: int) -> int:
@@ -196,29 +196,13 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings) -> RunResult:
                      seconds=time.perf_counter() - t_start, context=(tp, z))
 
 
-class PyroBackend:
-    """The Pyro (PyTorch) backend (the protocol of pplpatterning.sampling.backend)."""
-
-    name = "pyro"
-    packages = ("torch", "pyro-ppl")
-
-    @staticmethod
-    def evaluate_at_centre(post: GibbsPosterior, fn) -> np.ndarray:
-        return evaluate_at_centre(post, fn)
-
-    @staticmethod
-    def run(post: GibbsPosterior, settings: SamplerSettings) -> RunResult:
-        return sample_chains(post, settings)
-
-    @staticmethod
-    def evaluate(post: GibbsPosterior, result: RunResult, observables: dict, probes: ProbePlan | None, *,
+def evaluate_run(post: GibbsPosterior, result: RunResult, observables: dict, probes: ProbePlan | None, *,
                  with_loss: bool) -> Evaluation:
-        tp, z = result.context
-        with _torch_threads(_chunk_size(tp.n) * tp.n * max(tp.dim, 1)):
-            return _evaluate(tp, z, dict(observables), probes, minibatch=not with_loss)
+    """The after-sampling evaluation of the draws of ``result`` (never raises)."""
+    tp, z = result.context
+    with _torch_threads(_chunk_size(tp.n) * tp.n * max(tp.dim, 1)):
+        return _evaluate(tp, z, dict(observables), probes, minibatch=not with_loss)
 
-
-BACKEND = PyroBackend()
 
 
 def _evaluate(tp: TorchPosterior, z: torch.Tensor, observables: dict, probes: ProbePlan | None, *,
@@ -238,3 +222,7 @@ def _evaluate(tp: TorchPosterior, z: torch.Tensor, observables: dict, probes: Pr
     return evaluate_in_blocks(tp, z, observables, datasets={name: as_t(d) for name, d in probes.datasets.items()},
                               per_sample_batch=per_sample,
                               per_sample_draws=probes.thinned_draws(z.shape[1]) if per_sample else None)
+
+
+#: The Pyro (PyTorch) backend (the protocol of pplpatterning.sampling.backend).
+BACKEND = FunctionBackend("pyro", ("torch", "pyro-ppl"), evaluate_at_centre, sample_chains, evaluate_run)

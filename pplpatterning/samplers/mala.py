@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from pplpatterning.samplers import dual_averaging
 from pplpatterning.samplers.langevin import langevin_step
-from pplpatterning.samplers.rule import grad_norm
+from pplpatterning.samplers.rule import Rule, grad_norm
 
 __all__ = ["MALA", "MALAState", "MALAInfo", "DEFAULT_STEP_SIZE"]
 
@@ -40,14 +40,13 @@ class MALAInfo(NamedTuple):
 
 
 @dataclass(frozen=True)
-class MALA:
+class MALA(Rule):
     step_size: float
     num_burnin: int
     target_accept: float = 0.574
 
     minibatch = False
     streams = ("noise", "uniform")
-    init_streams = ()
     Info = MALAInfo
 
     @classmethod

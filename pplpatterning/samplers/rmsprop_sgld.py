@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pplpatterning.samplers.langevin import langevin_step
-from pplpatterning.samplers.rule import grad_norm
+from pplpatterning.samplers.rule import Rule, grad_norm
 from pplpatterning.samplers.sgld import MinibatchInfo
 
 __all__ = ["RMSPropSGLD", "RMSPropSGLDState"]
@@ -37,21 +37,14 @@ class RMSPropSGLDState(NamedTuple):
 
 
 @dataclass(frozen=True)
-class RMSPropSGLD:
+class RMSPropSGLD(Rule):
     step_size: float
     num_burnin: int
     alpha: float = 0.99
     eps: float = 1e-5
     adapt: str = "burnin"
 
-    minibatch = True
-    streams = ("noise",)
-    init_streams = ()
     Info = MinibatchInfo
-
-    @classmethod
-    def from_settings(cls, settings) -> RMSPropSGLD:
-        return cls(settings.step_size, settings.num_burnin, **dict(settings.options))
 
     def init(self, z, energy, noise, xp) -> RMSPropSGLDState:
         return RMSPropSGLDState(z, xp.ones_like(z))

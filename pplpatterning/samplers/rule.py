@@ -21,9 +21,10 @@ numbers, device placement and the loop.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
-__all__ = ["Energy", "grad_norm", "scalar_sqrt"]
+__all__ = ["Energy", "Rule", "grad_norm", "scalar_sqrt"]
 
 
 class Energy(NamedTuple):
@@ -34,6 +35,24 @@ class Energy(NamedTuple):
     grad: Any
     loss: Any
     loss_delta: Any
+
+
+class Rule:
+    """Defaults for a rule written as a frozen dataclass: a stochastic-gradient rule that
+    needs one standard-normal array per step and nothing at init. Subclasses set ``Info``
+    and write ``init``/``step``; :meth:`from_settings` fills the dataclass fields named
+    ``step_size`` and ``num_burnin`` from the settings and the others from its options."""
+
+    minibatch = True
+    streams: tuple[str, ...] = ("noise",)
+    init_streams: tuple[str, ...] = ()
+    Info: type
+
+    @classmethod
+    def from_settings(cls, settings):
+        names = {f.name for f in dataclasses.fields(cls)}
+        common = {k: getattr(settings, k) for k in ("step_size", "num_burnin") if k in names}
+        return cls(**common, **dict(settings.options))
 
 
 def grad_norm(grad, xp):

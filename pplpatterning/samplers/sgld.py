@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pplpatterning.samplers.langevin import langevin_step
-from pplpatterning.samplers.rule import grad_norm
+from pplpatterning.samplers.rule import Rule, grad_norm
 
 __all__ = ["SGLD", "SGLDState", "MinibatchInfo"]
 
@@ -31,17 +31,10 @@ class MinibatchInfo(NamedTuple):
 
 
 @dataclass(frozen=True)
-class SGLD:
+class SGLD(Rule):
     step_size: float
 
-    minibatch = True
-    streams = ("noise",)
-    init_streams = ()
     Info = MinibatchInfo
-
-    @classmethod
-    def from_settings(cls, settings) -> SGLD:
-        return cls(settings.step_size)
 
     def init(self, z, energy, noise, xp) -> SGLDState:
         return SGLDState(z)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from pplpatterning.samplers.rule import grad_norm, scalar_sqrt
+from pplpatterning.samplers.rule import Rule, grad_norm, scalar_sqrt
 
 __all__ = ["SGNHT", "SGNHTState", "SGNHTInfo"]
 
@@ -35,18 +35,12 @@ class SGNHTInfo(NamedTuple):
 
 
 @dataclass(frozen=True)
-class SGNHT:
+class SGNHT(Rule):
     step_size: float
     diffusion: float = 0.01
 
-    minibatch = True
-    streams = ("noise",)
     init_streams = ("noise",)
     Info = SGNHTInfo
-
-    @classmethod
-    def from_settings(cls, settings) -> SGNHT:
-        return cls(settings.step_size, **dict(settings.options))
 
     def init(self, z, energy, noise, xp) -> SGNHTState:
         return SGNHTState(z, noise["noise"], xp.full(z.shape[:-1], self.diffusion, dtype=z.dtype))

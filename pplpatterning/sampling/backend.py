@@ -22,7 +22,7 @@ from pplpatterning.samplers.settings import SamplerSettings
 from pplpatterning.spec.posterior import GibbsPosterior
 from pplpatterning.spec.probes import ProbePlan
 
-__all__ = ["Backend", "RunResult", "BACKENDS", "get_backend", "check_backend_name", "register_backend",
+__all__ = ["Backend", "FunctionBackend", "RunResult", "BACKENDS", "get_backend", "check_backend_name", "register_backend",
            "unregister_backend"]
 
 
@@ -67,6 +67,19 @@ class Backend(Protocol):
                  probes: ProbePlan | None, *, with_loss: bool) -> Evaluation:
         """L_n^ρ, ΔL_n^ρ (if ``with_loss``), observables and probe losses at every kept draw;
         never raises (a failure keeps the evaluated prefix; see :class:`Evaluation`)."""
+
+
+@dataclass
+class FunctionBackend:
+    """A :class:`Backend` made of a framework's three functions (what both built-in backends
+    are): ``evaluate_at_centre(posterior, fn)``, ``run(posterior, settings)`` and
+    ``evaluate(posterior, run, observables, probes, *, with_loss)``."""
+
+    name: str
+    packages: tuple[str, ...]
+    evaluate_at_centre: Callable[..., np.ndarray]
+    run: Callable[..., RunResult]
+    evaluate: Callable[..., Evaluation]
 
 
 _REGISTRY: dict[str, tuple[str, str]] = {
