@@ -1,4 +1,4 @@
-"""The toy-model zoo: models whose learning coefficient is known exactly (MATH.md §5).
+"""The toy-model zoo: models whose learning coefficient is known exactly (docs/math.md §5).
 
 ``MODELS`` maps a name to its factory; ``get_model(name, **kwargs)`` builds one with checked
 arguments. Every model follows the :class:`pplpatterning.Model` contract: a module-level,
@@ -27,7 +27,8 @@ Exact finite-nβ targets (``Model.target_fn``) exist for ``regular`` (closed for
 2-D cubature otherwise for two coordinates), and ``tanh`` and ``gaussian_mixture`` (2-D
 cubature, :func:`finite_target_by_quadrature`, whenever at most two scalar coordinates are
 sampled). Every target returns ``None`` where the posterior is improper (e.g. γ = 0 with a
-flat direction). ``rrr`` and ``dln`` have none.
+flat direction). ``rrr`` and ``dln`` have none; for RRR with r = 0 on null data the exact
+target is :func:`~.null_targets.rrr_null_target` (with :func:`~.null_targets.null_data`).
 """
 
 from __future__ import annotations

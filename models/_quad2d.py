@@ -7,7 +7,7 @@ posterior whose sampled parameters have 1 or 2 scalar coordinates, where
     U(v)  = nβ (L_n^ρ(u*, v) - L_n^ρ(w*)) + (γ/2)||v - v*||²,
 
 on the posterior's actual data, weights, centre and restriction, the loss difference taken
-per sample (MATH.md §2, §6). It is the value a perfect sampler returns; it returns ``None``
+per sample (docs/math.md §2, §6). It is the value a perfect sampler returns; it returns ``None``
 when the posterior is improper (e.g. γ = 0 with a flat or asymptotically flat direction)
 or when the cubature does not reach its tolerance.
 
@@ -23,18 +23,18 @@ Method
    default centre, where the singular sets of the zoo models cross), and the lowest scan
    points are polished by a bounded 1-D minimisation, so that narrow valleys crossing the
    boundary elsewhere (the hyperbola ab = const of a product model) are found.
-2. Cubature on the box of half-width 2B: global adaptive tensor-product Gauss–Kronrod
-   (G7/K15) on rectangles (intervals when D = 1). The error estimate of a rectangle along
-   axis j is the difference between the K15 tensor rule and the rule with G7 along j, for
-   both the mass ∫e^{-U} and the moment ∫e^{-U} nβΔL, propagated through their ratio;
-   the rectangles carrying half of the total estimate are split in two along their worst
-   axis, until the estimate is below ``rel_tol``·|E| + ``abs_tol``. The estimate is
-   conservative (it is the G7 error; the K15 value is far more accurate). The initial
-   partition is a tensor grid with 4 uniform panels, graded geometrically (ratio 1/8,
-   down to ≲ 1/(400 √nβ) of the box) towards the anchors in every coordinate: this
-   resolves the narrow ridges (widths ~ (nβ)^-1/2) that singular posteriors have along the
-   coordinate lines through the singular point, which an adaptive rule started on a
-   coarse grid could miss.
+2. Cubature on the box of half-width 2B (:func:`~._cubature.adaptive_cubature`): global
+   adaptive tensor-product Gauss–Kronrod (G7/K15) on rectangles (intervals when D = 1). The
+   error estimate of a rectangle along axis j is the difference between the K15 tensor rule
+   and the rule with G7 along j, for both the mass ∫e^{-U} and the moment ∫e^{-U} nβΔL,
+   propagated through their ratio; the rectangles carrying half of the total estimate are
+   split in two along their worst axis, until the estimate is below ``rel_tol``·|E| +
+   ``abs_tol``. The estimate is conservative (it is the G7 error; the K15 value is far more
+   accurate). The initial partition is a tensor grid with 4 uniform panels, graded
+   geometrically (ratio 1/8, down to ≲ 1/(400 √nβ) of the box) towards the anchors in every
+   coordinate: this resolves the narrow ridges (widths ~ (nβ)^-1/2) that singular
+   posteriors have along the coordinate lines through the singular point, which an adaptive
+   rule started on a coarse grid could miss.
 3. Tail-mass check: ±B are breakpoints, so the mass in the outer shell between the boxes
    B and 2B is known; it must be below ``rel_tol``/100 of the total (else ``None``).
 
@@ -51,181 +51,20 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
+from scipy import optimize
 
-__all__ = ["finite_target_by_quadrature", "quadrature_target", "adaptive_cubature", "posterior_energy"]
+from ._cubature import adaptive_cubature
 
-# Gauss–Kronrod pairs on [-1, 1] (QUADPACK qk15 and qk7 constants); the Gauss weights are zero
-# at the Kronrod-only nodes. Checked in tests/test_targets.py: K15 is exact to degree 23 and
-# G7 to 13; K7 to 11 and G3 to 5.
-_XK15_POS = (0.991455371120812639206854697526329, 0.949107912342758524526189684047851,
-             0.864864423359769072789712788640926, 0.741531185599394439863864773280788,
-             0.586087235467691130294144845693013, 0.405845151377397166906606412076961,
-             0.207784955007898467600689403773245)
-_WK15_POS = (0.022935322010529224963732008058970, 0.063092092629978553290700663189204,
-             0.104790010322250183839876322541518, 0.140653259715525918745189590510238,
-             0.169004726639267902826583426598550, 0.190350578064785409913256402421014,
-             0.204432940075298892414161999234649)
-_WK15_0 = 0.209482141084727828012999174891714
-_WG7_POS = (0.129484966168869693270611432679082, 0.279705391489276667901467771423780,
-            0.381830050505118944950369775488975)  # at nodes 1, 3, 5 of _XK15_POS
-_WG7_0 = 0.417959183673469387755102040816327
-_XK7_POS = (0.9604912687080202, 0.7745966692414834, 0.4342437493468026)
-_WK7_POS = (0.1046562260264672, 0.2684880898683334, 0.4013974147759622)
-_WK7_0 = 0.4509165386584741
-_WG3_POS = 5.0 / 9.0  # at node 1 of _XK7_POS
-_WG3_0 = 8.0 / 9.0
-
-
-def gauss_kronrod(order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(nodes, Kronrod weights, embedded Gauss weights) of the G7/K15 (``order=15``) or
-    G3/K7 (``order=7``) rule on [-1, 1]."""
-    if order == 15:
-        x = np.array([*(-np.asarray(_XK15_POS)), 0.0, *np.asarray(_XK15_POS)[::-1]])
-        wk = np.array([*_WK15_POS, _WK15_0, *_WK15_POS[::-1]])
-        wg = np.zeros(15)
-        for i, w in zip((1, 3, 5), _WG7_POS):
-            wg[i] = wg[14 - i] = w
-        wg[7] = _WG7_0
-        return x, wk, wg
-    if order == 7:
-        x = np.array([*(-np.asarray(_XK7_POS)), 0.0, *np.asarray(_XK7_POS)[::-1]])
-        wk = np.array([*_WK7_POS, _WK7_0, *_WK7_POS[::-1]])
-        wg = np.zeros(7)
-        wg[1] = wg[5] = _WG3_POS
-        wg[3] = _WG3_0
-        return x, wk, wg
-    raise ValueError(f"`order` must be 7 or 15, got {order!r}.")
-
-
-def _tensor_rule(dim: int, order: int = 15) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nodes (order^D, D) on [-1, 1]^D, the Kronrod tensor weights, and per axis j the weights
-    of the rule with Gauss along axis j and Kronrod along the others (their difference from
-    the Kronrod tensor rule is the error estimate of that axis)."""
-    xk, wk, wg = gauss_kronrod(order)
-    if dim == 1:
-        return xk[:, None], wk.copy(), wg[None, :].copy()
-    gx, gy = np.meshgrid(xk, xk, indexing="ij")
-    nodes = np.stack([gx.ravel(), gy.ravel()], axis=1)
-    axis_rules = np.stack([np.outer(wg, wk).ravel(), np.outer(wk, wg).ravel()])
-    return nodes, np.outer(wk, wk).ravel(), axis_rules
-
-
-def adaptive_cubature(
-    energy: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-    breaks: list[np.ndarray],
-    *,
-    rel_tol: float = 1e-9,
-    abs_tol: float = 1e-12,
-    max_points: int = 3_000_000,
-    shift: float | None = None,
-    inner: tuple[np.ndarray, np.ndarray] | None = None,
-    order: int = 15,
-) -> dict[str, Any] | None:
-    """∫ e^{-u} and ∫ e^{-u} g over the box spanned by ``breaks`` (one sorted array per axis).
-
-    ``energy(points (P, D)) -> (u (P,), g (P,))``. Tensor Gauss–Kronrod G7/K15 (``order=15``)
-    or G3/K7 (``order=7``) on each rectangle; the error estimate of axis j is the difference
-    between the Kronrod tensor rule and the rule with Gauss along j, and a rectangle is
-    split in two along its worst axis. Returns a dict with
-    ``mass`` and ``moment`` (both relative to e^{-shift}), ``shift``, ``value`` =
-    moment/mass, ``error`` (estimate for ``value``), ``shell_mass`` (fraction of the mass
-    outside the box ``inner`` = (lo, hi), whose faces must be breakpoints; 0 without
-    ``inner``), ``points`` (evaluations used) and ``converged``; ``None`` if the integrand
-    carries no mass.
-    """
-    dim = len(breaks)
-    if dim not in (1, 2):
-        raise ValueError(f"adaptive_cubature integrates in 1 or 2 dimensions, got {dim}.")
-    nodes, wk, w_axis = _tensor_rule(dim, order)
-    edges = [np.asarray(b, dtype=np.float64) for b in breaks]
-    cells = np.meshgrid(*[np.arange(e.size - 1) for e in edges], indexing="ij")
-    lo = np.stack([edges[j][cells[j].ravel()] for j in range(dim)], axis=1)
-    hi = np.stack([edges[j][cells[j].ravel() + 1] for j in range(dim)], axis=1)
-    state = {"shift": shift, "points": 0}
-
-    def evaluate(lo_, hi_):
-        """Per rectangle: K15 integrals (k0, k1) and per-axis error estimates (R, D) of each."""
-        mid, half = 0.5 * (lo_ + hi_), 0.5 * (hi_ - lo_)
-        pts = mid[:, None, :] + half[:, None, :] * nodes[None, :, :]
-        u, g = energy(pts.reshape(-1, dim))
-        u = np.asarray(u, dtype=np.float64).reshape(lo_.shape[0], -1)
-        g = np.asarray(g, dtype=np.float64).reshape(lo_.shape[0], -1)
-        state["points"] += u.size
-        finite = np.isfinite(u)
-        u = np.where(finite, u, np.inf)
-        g = np.where(finite, g, 0.0)
-        umin = float(np.min(u)) if u.size else np.inf
-        rescale = 1.0
-        if np.isfinite(umin) and (state["shift"] is None or umin < state["shift"]):
-            old = state["shift"]
-            state["shift"] = umin
-            rescale = 0.0 if old is None else math.exp(umin - old)
-        if state["shift"] is None:  # no finite value yet: any reference will do
-            state["shift"] = 0.0
-        q = np.exp(-(u - state["shift"]))
-        qg = q * g
-        vol = np.prod(half, axis=1)
-        k0, k1 = (q @ wk) * vol, (qg @ wk) * vol
-        e0 = np.abs(k0[:, None] - (q @ w_axis.T) * vol[:, None])
-        e1 = np.abs(k1[:, None] - (qg @ w_axis.T) * vol[:, None])
-        return k0, k1, e0, e1, rescale
-
-    k0, k1, e0, e1, _ = evaluate(lo, hi)
-    converged = False
-    per_rect = wk.size
-    while True:
-        mass, moment = float(np.sum(k0)), float(np.sum(k1))
-        if not (mass > 0.0 and math.isfinite(mass) and math.isfinite(moment)):
-            return None
-        value = moment / mass
-        err_axis = (e1 + abs(value) * e0) / mass  # (R, D)
-        err_r = np.sum(err_axis, axis=1)
-        total = float(np.sum(err_r))
-        if total <= rel_tol * abs(value) + abs_tol:
-            converged = True
-            break
-        budget = (max_points - state["points"]) // (2 * per_rect)
-        if budget < 1:
-            break
-        ranking = np.argsort(err_r)[::-1]
-        cum = np.cumsum(err_r[ranking])
-        count = min(int(np.searchsorted(cum, 0.5 * total)) + 1, ranking.size, budget)
-        pick = ranking[:count]
-        keep = np.ones(lo.shape[0], dtype=bool)
-        keep[pick] = False
-        plo, phi = lo[pick], hi[pick]
-        axis = np.argmax(err_axis[pick], axis=1)
-        split = np.zeros_like(plo, dtype=bool)
-        split[np.arange(count), axis] = True
-        pmid = 0.5 * (plo + phi)
-        clo = np.concatenate([plo, np.where(split, pmid, plo)])
-        chi = np.concatenate([np.where(split, pmid, phi), phi])
-        ck0, ck1, ce0, ce1, rescale = evaluate(clo, chi)
-        lo, hi = np.concatenate([lo[keep], clo]), np.concatenate([hi[keep], chi])
-        k0 = np.concatenate([k0[keep] * rescale, ck0])
-        k1 = np.concatenate([k1[keep] * rescale, ck1])
-        e0 = np.concatenate([e0[keep] * rescale, ce0])
-        e1 = np.concatenate([e1[keep] * rescale, ce1])
-    mass, moment = float(np.sum(k0)), float(np.sum(k1))
-    value = moment / mass
-    error = float(np.sum((e1 + abs(value) * e0) / mass))
-    shell_mass = 0.0
-    if inner is not None:
-        in_lo, in_hi = np.asarray(inner[0], dtype=np.float64), np.asarray(inner[1], dtype=np.float64)
-        tol = 1e-12 * np.maximum(1.0, np.abs(in_hi - in_lo))
-        outside = np.any((lo < in_lo - tol) | (hi > in_hi + tol), axis=1)
-        shell_mass = float(np.sum(k0[outside])) / mass
-    return {"mass": mass, "moment": moment, "shift": float(state["shift"]), "value": value, "error": error,
-            "shell_mass": shell_mass, "points": int(state["points"]), "converged": converged}
+__all__ = ["finite_target_by_quadrature", "quadrature_target", "posterior_energy", "graded_breakpoints"]
 
 
 # ------------------------------------------------------------------ the posterior's energy
 
 
 def _layout(posterior) -> list[tuple[str, tuple[int, ...], int, int]]:
+    """(name, shape, start, stop) of every sampled parameter in the flat coordinate vector."""
     out, start = [], 0
     for name in posterior.sampled:
         shape = tuple(posterior.model.param_shapes[name])
@@ -315,10 +154,17 @@ def posterior_energy(posterior) -> tuple[Callable[[np.ndarray], tuple[np.ndarray
 _RATIO = 0.125  # geometric grading ratio of the initial partition
 
 
-def _graded(anchors, lo: float, hi: float, ratio: float, levels: int, uniform: int, extra=()) -> np.ndarray:
+def graded_breakpoints(anchors, lo: float, hi: float, ratio: float, levels: int, uniform: int,
+                       extra=()) -> np.ndarray:
     """Breakpoints on [lo, hi]: ``uniform`` equal panels plus, around every anchor a, the points
     a ± h·ratio^t (t = 0..levels, h = (hi - lo)/2), a geometric grading towards a, plus the
-    points ``extra``."""
+    points ``extra``.
+
+    Sorted, with ``lo`` and ``hi`` as the end points and neighbours closer than 1e-12 of the
+    interval merged. A geometric grading resolves features of any width down to h·ratio^levels
+    around an anchor with O(levels) panels (the initial partition of the cubature, and the
+    scan of the box boundary).
+    """
     half = 0.5 * (hi - lo)
     steps = half * ratio ** np.arange(levels + 1)
     pts = [np.linspace(lo, hi, uniform + 1), np.asarray(extra, dtype=np.float64).reshape(-1)]
@@ -342,8 +188,6 @@ def _boundary_min(energy, centre: np.ndarray, half: float, anchors: np.ndarray) 
     minimisation between their neighbours, so that narrow valleys crossing the boundary
     away from the anchors (e.g. the hyperbola ab = const of a product model) are found.
     """
-    from scipy import optimize
-
     dim = centre.size
     if dim == 1:
         u, _ = energy(np.array([[centre[0] - half], [centre[0] + half]]))
@@ -352,7 +196,7 @@ def _boundary_min(energy, centre: np.ndarray, half: float, anchors: np.ndarray) 
     best = np.inf
     for j in range(2):
         other = 1 - j
-        t = _graded(anchors[:, other], centre[other] - half, centre[other] + half, 0.5, 30, 128)
+        t = graded_breakpoints(anchors[:, other], centre[other] - half, centre[other] + half, 0.5, 30, 128)
         for sign in (-1.0, 1.0):
             pts = np.empty((t.size, 2))
             pts[:, j] = centre[j] + sign * half
@@ -386,8 +230,6 @@ def _boundary_min(energy, centre: np.ndarray, half: float, anchors: np.ndarray) 
 
 def _find_mode(energy, centre: np.ndarray) -> tuple[np.ndarray, float]:
     """A low point of U: the best of a coarse multi-scale scan, polished by Nelder–Mead."""
-    from scipy import optimize
-
     dim = centre.size
     cands = [centre[None, :]]
     for scale in 10.0 ** np.arange(-4, 3):
@@ -436,6 +278,66 @@ def _axis_widths(energy, mode: np.ndarray, u_mode: float) -> np.ndarray:
     return out
 
 
+def _box_half_width(energy, centre: np.ndarray, mode: np.ndarray, u_mode: float, anchors: np.ndarray, *,
+                    drop: float, max_half_width: float) -> float | None:
+    """Step 1 of the method: the half-width B of the integration box, or ``None`` (improper).
+
+    U on the boundary of the box must be ≥ min U + ``drop``, and the boundary minimum must
+    still rise (by ≥ 1 per doubling) on the boxes 2, 4 and 8 times larger, so that no
+    direction is asymptotically flat; B is doubled from 2‖mode - centre‖_∞ (at least 1)
+    until both hold, then halved while they still hold.
+    """
+    cache: dict[float, float] = {}
+
+    def bmin(h: float) -> float:
+        if h not in cache:
+            cache[h] = _boundary_min(energy, centre, h, anchors)
+        return cache[h]
+
+    half = max(1.0, 2.0 * float(np.max(np.abs(mode - centre))))
+    while True:
+        if half > max_half_width:
+            return None
+        m = [bmin(half * 2.0**j) for j in range(4)]
+        floor = min(u_mode, *m)
+        if m[0] - floor >= drop and all(m[j + 1] >= m[j] + 1.0 for j in range(3)):
+            break
+        half *= 2.0
+    while half > 1e-8 * max(1.0, float(np.max(np.abs(centre)))):  # shrink while the criterion holds
+        inner = bmin(0.5 * half)
+        if not (inner - min(u_mode, inner) >= drop and bmin(half) >= inner + 1.0):
+            break
+        half *= 0.5
+    return half
+
+
+def _initial_breaks(centre: np.ndarray, mode: np.ndarray, model_centre: np.ndarray, width: np.ndarray,
+                    half: float, n_beta: float) -> list[np.ndarray]:
+    """Step 2's initial partition: per axis, breakpoints on [v*_j - 2B, v*_j + 2B].
+
+    Graded towards the centre in every coordinate, towards the model's default centre if it
+    differs, and towards the mode where it lies more than 3 local widths (``width``, from the
+    curvature of U along the axis) away from the centre; ±B are breakpoints so that the mass
+    of the outer shell (the tail beyond the box of step 1) is known exactly. Grading depth:
+    the ridges of a singular posterior have widths down to ~ (nβ)^-1/2 (in units of the
+    loss's curvature); the finest initial panel is ≲ 1/(400 √nβ) of the box, the adaptive
+    refinement does the rest.
+    """
+    levels = int(np.clip(math.ceil(math.log(400.0 * math.sqrt(max(1.0, n_beta))) / math.log(1 / _RATIO)),
+                         3, 10))
+    breaks = []
+    for j in range(centre.size):
+        axis_anchors = [centre[j]]
+        if abs(mode[j] - centre[j]) > 3.0 * width[j]:
+            axis_anchors.append(mode[j])
+        if abs(model_centre[j] - centre[j]) > 1e-6 * half:
+            axis_anchors.append(model_centre[j])
+        lo, hi = centre[j] - 2.0 * half, centre[j] + 2.0 * half
+        breaks.append(graded_breakpoints(axis_anchors, lo, hi, _RATIO, levels, 4,
+                                         extra=(centre[j] - half, centre[j] + half)))
+    return breaks
+
+
 def finite_target_by_quadrature(
     posterior,
     *,
@@ -472,49 +374,11 @@ def finite_target_by_quadrature(
                                    for name in posterior.sampled])
     mode, u_mode = _find_mode(energy, centre)
     anchors = np.unique(np.stack([centre, mode, model_centre]), axis=0)
-    cache: dict[float, float] = {}
-
-    def bmin(h: float) -> float:
-        if h not in cache:
-            cache[h] = _boundary_min(energy, centre, h, anchors)
-        return cache[h]
-
-    # 1. the box: U on its boundary ≥ min U + drop, and the boundary minimum still rising on
-    #    the boxes 2, 4 and 8 times larger (no asymptotically flat direction)
-    half = max(1.0, 2.0 * float(np.max(np.abs(mode - centre))))
-    while True:
-        if half > max_half_width:
-            return None
-        m = [bmin(half * 2.0**j) for j in range(4)]
-        floor = min(u_mode, *m)
-        if m[0] - floor >= drop and all(m[j + 1] >= m[j] + 1.0 for j in range(3)):
-            break
-        half *= 2.0
-    while half > 1e-8 * max(1.0, float(np.max(np.abs(centre)))):  # shrink while the criterion holds
-        inner = bmin(0.5 * half)
-        if not (inner - min(u_mode, inner) >= drop and bmin(half) >= inner + 1.0):
-            break
-        half *= 0.5
-    # 2. cubature on the box of half-width 2·half, graded towards the centre in every
-    #    coordinate, towards the model's default centre if it differs, and towards the mode
-    #    where it lies more than a few local widths (from the curvature of U along the axis)
-    #    away from the centre; ±half are breakpoints so that the mass of the outer shell
-    #    (the tail beyond the box found above) is known exactly.
-    width = _axis_widths(energy, mode, u_mode)
-    # grading depth: the ridges of a singular posterior have widths down to ~ (nβ)^-1/2 (in
-    # units of the loss's curvature); the finest initial panel is ≲ 1/(400 √nβ) of the box,
-    # the adaptive refinement does the rest
-    levels = int(np.clip(math.ceil(math.log(400.0 * math.sqrt(max(1.0, posterior.n_beta))) / math.log(1 / _RATIO)),
-                         3, 10))
-    breaks = []
-    for j in range(dim):
-        axis_anchors = [centre[j]]
-        if abs(mode[j] - centre[j]) > 3.0 * width[j]:
-            axis_anchors.append(mode[j])
-        if abs(model_centre[j] - centre[j]) > 1e-6 * half:
-            axis_anchors.append(model_centre[j])
-        lo, hi = centre[j] - 2.0 * half, centre[j] + 2.0 * half
-        breaks.append(_graded(axis_anchors, lo, hi, _RATIO, levels, 4, extra=(centre[j] - half, centre[j] + half)))
+    half = _box_half_width(energy, centre, mode, u_mode, anchors, drop=drop, max_half_width=max_half_width)
+    if half is None:
+        return None
+    breaks = _initial_breaks(centre, mode, model_centre, _axis_widths(energy, mode, u_mode), half,
+                             posterior.n_beta)
     out = adaptive_cubature(energy, breaks, rel_tol=rel_tol, abs_tol=abs_tol, max_points=max_points,
                             shift=u_mode, inner=(centre - half, centre + half), order=order)
     if out is None or not out["converged"]:

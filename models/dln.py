@@ -3,7 +3,7 @@
 Widths [H_1 (input), ..., H_{L+1} (output)]; parameters ``W1`` (H_2×H_1), ...,
 ``WL`` (H_{L+1}×H_L). Per-sample loss l_i = ||y_i - W_L···W_1 x_i||² / (2σ²).
 The truth is the rank-r matrix [I_r 0; 0 0] (H_{L+1}×H_1); the centre is every W_l equal
-to [I_r 0; 0 0] (zeros when r = 0), a safe centre (MATH.md §6). λ and m come from
+to [I_r 0; 0 0] (zeros when r = 0), a safe centre (docs/math.md §6). λ and m come from
 Aoyagi 2024, "Consideration on the learning efficiency of multiple-layered neural networks
 with linear units", Neural Networks (see :func:`~pplpatterning.models.lambdas.dln_lambda`).
 """
@@ -35,7 +35,7 @@ def dln_loss(params, batch, consts, xp):
 def dln(widths: Sequence[int] = (2, 3, 3, 2), r: int = 0, sigma: float = 1.0) -> Model:
     """Deep linear network with the given widths [input, hidden..., output] and true rank r.
 
-    Default widths (2, 3, 3, 2), r = 0: λ = 2, m = 3 (MATH.md §5). Requires at least two
+    Default widths (2, 3, 3, 2), r = 0: λ = 2, m = 3 (docs/math.md §5). Requires at least two
     widths, all positive integers, and 0 ≤ r ≤ min(widths); σ > 0 is the noise scale.
     """
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):

@@ -1,4 +1,4 @@
-"""Exact learning coefficients λ (RLCTs) and multiplicities m of the toy models (MATH.md §5).
+"""Exact learning coefficients λ (RLCTs) and multiplicities m of the toy models (docs/math.md §5).
 
 Pure Python with :class:`fractions.Fraction` arithmetic: every function returns
 ``(λ, m)`` with λ an exact ``Fraction`` and m an ``int``. Convert with ``float(λ)``
@@ -78,7 +78,7 @@ def rrr_lambda(M: int, N: int, H: int, r: int) -> tuple[Fraction, int]:
     """Reduced-rank regression y = BAx, A: H×M, B: N×H, true rank r (Aoyagi & Watanabe 2005).
 
     Parameters: M input dimension, N output dimension, H inner dimension, r true rank
-    (0 ≤ r ≤ min(M, N, H)). Note the argument order (M, N, H, r); MATH.md's worked examples
+    (0 ≤ r ≤ min(M, N, H)). Note the argument order (M, N, H, r); docs/math.md's worked examples
     are written (M, H, N, r).
 
         if N + H < M + r:   λ = (HN - Hr + Mr)/2,  m = 1
@@ -127,7 +127,7 @@ def _dln_sigma(delta: Sequence[int]) -> tuple[list[int], int]:
 def dln_lambda(widths: Sequence[int], r: int) -> tuple[Fraction, int]:
     """Deep linear network y = W_L ··· W_1 x with widths H_1 (input), ..., H_{L+1} (output).
 
-    With Δ_i = H_i - r and Σ, ℓ, S as in :func:`_dln_sigma` (Aoyagi 2024, MATH.md §5),
+    With Δ_i = H_i - r and Σ, ℓ, S as in :func:`_dln_sigma` (Aoyagi 2024, docs/math.md §5),
     M = ⌈S/ℓ⌉ and a = S - (M - 1)ℓ:
 
         λ = (r(H_1 + H_{L+1}) - r²)/2 + a(ℓ - a)/(4ℓ) - (ℓ(ℓ - 1)/4)(S/ℓ)²

@@ -7,7 +7,7 @@ Parameter layout: one vector ``w`` of shape (d,), or with ``split=s`` two vector
 ``u`` (the first s coordinates) and ``v`` (the other d - s), so that weight-restricted
 posteriors (sample v, freeze u at u*) can be tested against an exact answer.
 
-Exact finite-nβ target (MATH.md §6–7). L_n^ρ(w) = (1/n) Σ c ρ_i l_i is quadratic with
+Exact finite-nβ target (docs/math.md §6–7). L_n^ρ(w) = (1/n) Σ c ρ_i l_i is quadratic with
 Hessian H = Xᵀ diag(cρ) X / (nσ²). Expanding at the centre w*, with gradient
 g = ∇L_n^ρ(w*) = -Xᵀ diag(cρ)(y - Xw*)/(nσ²) restricted to the sampled coordinates S,
 the posterior over w_S is N(m, Σ) with Σ = (nβ H_SS + γI)⁻¹ and m - w*_S = -nβ Σ g_S, so

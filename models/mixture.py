@@ -1,4 +1,4 @@
-"""Two-component Gaussian mixtures with truth q = N(0, σ²) (MATH.md §5).
+"""Two-component Gaussian mixtures with truth q = N(0, σ²) (docs/math.md §5).
 
 Per-sample loss: the negative log-likelihood l_i = -log p(x_i | w), computed with a
 log-sum-exp written in the array-API ops (``_logaddexp``), stable for any parameters.

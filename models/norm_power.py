@@ -4,7 +4,7 @@ Every sample has loss l_i(w) = K(w) (the data is a dummy array ``z`` of shape (n
 broadcasts over, as in :mod:`.powers`), so L_n^ρ(w) = ρ̄ K(w) with ρ̄ the mean effective
 weight. At w* = 0, λ = d/(2k) and m = 1: in polar coordinates
 Z(n) = ∫ e^{-n r^{2k}} r^{d-1} dr dΩ = Γ(d/(2k)) |S^{d-1}| / (2k) · n^{-d/(2k)} exactly
-(MATH.md §5; :func:`~pplpatterning.models.lambdas.norm_power_lambda`).
+(docs/math.md §5; :func:`~pplpatterning.models.lambdas.norm_power_lambda`).
 
 Exact finite-nβ target. With s = nβ ρ̄ the posterior is p(w) ∝ exp(-s ‖w‖^{2k} - γ‖w - w*‖²/2).
 

@@ -2,7 +2,7 @@
 
 Per-sample loss l_i(w) = (y_i - x_i f(w))² / (2σ²) with f(w) = Π_i w_i^{k_i}. The
 population excess loss is K(w) = E[x²] f(w)² / (2σ²) = Π_i w_i^{2k_i} / (2σ²), a normal
-crossing, so at w* = 0 (Watanabe 2009, Ch. 2 and 7; MATH.md §5)
+crossing, so at w* = 0 (Watanabe 2009, Ch. 2 and 7; docs/math.md §5)
 
     λ = 1 / (2 max_i k_i),   m = #{i : k_i = max_j k_j}.
 
@@ -28,6 +28,7 @@ None for the improper γ = 0 posterior).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -61,6 +62,72 @@ def crossing_data(n, rng, consts):
     return {"x": x, "y": y}
 
 
+@dataclass(frozen=True)
+class _CrossingStats:
+    """What E[λ̂] depends on (module docstring): Q1, Q2, f* = f(w*), the product of the
+    frozen coordinates' factors, nβ and γ."""
+
+    q1: float
+    q2: float
+    f_star: float
+    frozen: float
+    nb: float
+    gamma: float
+
+    def delta_loss(self, f):
+        """L_n^ρ(w) - L_n^ρ(w*) = (f - f*)(-Q1 + ½ Q2 (f + f*)) as a function of f = f(w)."""
+        return (f - self.f_star) * (-self.q1 + 0.5 * self.q2 * (f + self.f_star))
+
+
+def _one_sampled_target(st: _CrossingStats, ki: int, ci: float) -> float | None:
+    """One sampled coordinate with exponent ``ki`` and centre ``ci``: closed form for ki = 1
+    (f is Gaussian), else a 1-D quadrature."""
+    nb, gamma, frozen, q1, q2 = st.nb, st.gamma, st.frozen, st.q1, st.q2
+    if ki == 1:
+        precision = nb * q2 * frozen**2 + gamma
+        if not precision > 0:
+            return None
+        mu = (nb * q1 * frozen + gamma * ci) / precision
+        ef = frozen * mu
+        # E[(f - f*)(-Q1 + ½Q2(f + f*))] with f Gaussian of mean ef, variance frozen²/p
+        return nb * (st.delta_loss(ef) + 0.5 * q2 * frozen**2 / precision)
+    if gamma == 0.0 and not q2 * frozen**2 > 0:
+        return None
+
+    def log_q(s):
+        return -nb * st.delta_loss(frozen * s**ki) - 0.5 * gamma * (s - ci) ** 2
+
+    def func(s):
+        return nb * st.delta_loss(frozen * s**ki)
+
+    out = expectation_1d(log_q, func, anchors=(0.0, ci))
+    return None if out is None else out[0]
+
+
+def _two_sampled_target(st: _CrossingStats, ki: int, ci: float, cj: float) -> float | None:
+    """Two sampled coordinates, j with exponent 1 (centre ``cj``) and the other with exponent
+    ``ki`` (centre ``ci``), γ > 0: w_j integrated out analytically, then a 1-D quadrature."""
+    nb, gamma, frozen, q1, q2 = st.nb, st.gamma, st.frozen, st.q1, st.q2
+
+    def moments(s):
+        t = frozen * s**ki
+        p = nb * q2 * t * t + gamma
+        b = nb * q1 * t + gamma * cj
+        return t, p, b
+
+    def log_q(s):
+        t, p, b = moments(s)
+        return -0.5 * math.log(p) + 0.5 * b * b / p - 0.5 * gamma * (s - ci) ** 2
+
+    def func(s):
+        t, p, b = moments(s)
+        ef = t * b / p
+        return nb * (st.delta_loss(ef) + 0.5 * q2 * t * t / p)
+
+    out = expectation_1d(log_q, func, anchors=(0.0, ci))
+    return None if out is None else out[0]
+
+
 def crossing_target(*, k, centre, sampled, data, weights, sigma, n_beta, gamma):
     """Exact E[λ̂] for y = x Π w_i^{k_i} + noise, or None (see the module docstring).
 
@@ -73,64 +140,24 @@ def crossing_target(*, k, centre, sampled, data, weights, sigma, n_beta, gamma):
     y = np.asarray(data["y"], dtype=np.float64).reshape(-1)
     c = np.asarray(weights, dtype=np.float64)
     n = x.shape[0]
-    q1 = float(np.sum(c * x * y)) / (n * sigma**2)
-    q2 = float(np.sum(c * x * x)) / (n * sigma**2)
-    f_star = math.prod(ci**ki for ci, ki in zip(centre, k))
+    st = _CrossingStats(
+        q1=float(np.sum(c * x * y)) / (n * sigma**2),
+        q2=float(np.sum(c * x * x)) / (n * sigma**2),
+        f_star=math.prod(ci**ki for ci, ki in zip(centre, k)),
+        frozen=math.prod(centre[i] ** k[i] for i in range(len(k)) if not sampled[i]),
+        nb=float(n_beta), gamma=float(gamma),
+    )
     free = [i for i, s in enumerate(sampled) if s]
-    frozen = math.prod(centre[i] ** k[i] for i in range(len(k)) if not sampled[i])
-    nb, gamma = float(n_beta), float(gamma)
-
-    def delta_loss(f):
-        return (f - f_star) * (-q1 + 0.5 * q2 * (f + f_star))
-
     if len(free) == 1:
         (i,) = free
-        if k[i] == 1:
-            precision = nb * q2 * frozen**2 + gamma
-            if not precision > 0:
-                return None
-            mu = (nb * q1 * frozen + gamma * centre[i]) / precision
-            ef = frozen * mu
-            # E[(f - f*)(-Q1 + ½Q2(f + f*))] with f Gaussian of mean ef, variance frozen²/p
-            return nb * (delta_loss(ef) + 0.5 * q2 * frozen**2 / precision)
-        if gamma == 0.0 and not q2 * frozen**2 > 0:
-            return None
-        ki, ci = k[i], centre[i]
-
-        def log_q(s):
-            return -nb * delta_loss(frozen * s**ki) - 0.5 * gamma * (s - ci) ** 2
-
-        def func(s):
-            return nb * delta_loss(frozen * s**ki)
-
-        out = expectation_1d(log_q, func, anchors=(0.0, ci))
-        return None if out is None else out[0]
-
-    if len(free) == 2 and gamma > 0.0:
+        return _one_sampled_target(st, k[i], centre[i])
+    if len(free) == 2 and st.gamma > 0.0:
         linear = [i for i in free if k[i] == 1]
         if not linear:
             return None
         j = linear[0]
         (i,) = [v for v in free if v != j]
-        ki, ci, cj = k[i], centre[i], centre[j]
-
-        def moments(s):
-            t = frozen * s**ki
-            p = nb * q2 * t * t + gamma
-            b = nb * q1 * t + gamma * cj
-            return t, p, b
-
-        def log_q(s):
-            t, p, b = moments(s)
-            return -0.5 * math.log(p) + 0.5 * b * b / p - 0.5 * gamma * (s - ci) ** 2
-
-        def func(s):
-            t, p, b = moments(s)
-            ef = t * b / p
-            return nb * (delta_loss(ef) + 0.5 * q2 * t * t / p)
-
-        out = expectation_1d(log_q, func, anchors=(0.0, ci))
-        return None if out is None else out[0]
+        return _two_sampled_target(st, k[i], centre[i], centre[j])
     return None
 
 

@@ -3,9 +3,9 @@
 Every sample has loss l_i(w) = K(w) (the data is a dummy array ``z`` of shape (n,) the loss
 broadcasts over), so L_n^ρ(w) = ρ̄ K(w) with ρ̄ the mean effective weight. At w* = 0,
 λ = Σ_i 1/(2k_i) and m = 1 (Watanabe 2009, Ch. 7: λ of a sum of functions of disjoint
-variables is the sum; MATH.md §5).
+variables is the sum; docs/math.md §5).
 
-Exact finite-nβ target (MATH.md §6). The posterior factorises over coordinates: coordinate
+Exact finite-nβ target (docs/math.md §6). The posterior factorises over coordinates: coordinate
 i has density ∝ exp(-s_i w^{2k_i} - γ(w - w*_i)²/2), s_i = nβ ρ̄ c_i. With γ = 0 it is a
 generalised normal and E[s_i w^{2k_i}] = 1/(2k_i) exactly, so for the sampled set S
 

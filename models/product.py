@@ -3,7 +3,7 @@
 The normal crossing with k = (1, 1) and two scalar parameters ``a`` and ``b`` (shape ()),
 so that each can be sampled or frozen on its own. Per-sample loss
 l_i = (y_i - a b x_i)² / (2σ²); K(a, b) = a² b² / (2σ²), hence at the centre (0, 0)
-λ = 1/2 and m = 2 (Watanabe 2009, Ch. 2; MATH.md §5).
+λ = 1/2 and m = 2 (Watanabe 2009, Ch. 2; docs/math.md §5).
 
 The exact finite-nβ target is :func:`~pplpatterning.models.normal_crossing.crossing_target`
 with k = (1, 1): with both parameters sampled it needs γ > 0 (the posterior is improper

@@ -2,7 +2,7 @@
 
 Per-sample loss l_i = ||y_i - B A x_i||² / (2σ²). The truth is the rank-r matrix
 C = [I_r 0; 0 0] (N×M); the centre is the "safe" factorisation A* = [I_r 0; 0 0] (H×M),
-B* = [I_r 0; 0 0] (N×H) (all zeros when r = 0; MATH.md §6), at which the local learning
+B* = [I_r 0; 0 0] (N×H) (all zeros when r = 0; docs/math.md §6), at which the local learning
 coefficient equals the global one given by Aoyagi & Watanabe 2005, "Stochastic
 complexities of reduced rank regression in Bayesian estimation", Neural Networks 18(7)
 (see :func:`~pplpatterning.models.lambdas.rrr_lambda`).

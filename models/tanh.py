@@ -2,7 +2,7 @@
 
 Per-sample loss l_i = (y_i - Σ_h a_h tanh(b_h x_i))² / (2σ²). The truth is the zero function;
 the centre is a = b = 0, where (Aoyagi & Watanabe 2005; Aoyagi 2006; Watanabe 2009, Ch. 7;
-MATH.md §5), with i = ⌊√H⌋,
+docs/math.md §5), with i = ⌊√H⌋,
 
     λ = (H + i² + i)/(4i + 2),   m = 2 if i² = H else 1
 

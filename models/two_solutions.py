@@ -1,6 +1,6 @@
 """Two solutions that both fit the training data: y = a·b·(a·x₁ + b·x₂), truth 0.
 
-A two-parameter toy for patterning (MATH.md §4), the analogue of the Nested and
+A two-parameter toy for patterning (docs/math.md §4), the analogue of the Nested and
 Equal-Count algorithms of the balanced-parentheses task (Murfet & Wang 2026, "Patterning:
 the dual of interpretability", arXiv 2601.13548): two distinct solution sets, both with
 zero training loss, between which re-weighting the data moves posterior mass.
@@ -48,7 +48,8 @@ import numpy as np
 
 from pplpatterning.spec.model import Model
 
-from ._quad2d import adaptive_cubature, quadrature_target
+from ._cubature import adaptive_cubature
+from ._quad2d import quadrature_target
 from ._validate import positive_float
 
 __all__ = [
@@ -141,7 +142,7 @@ def solution_masses(posterior, *, rel_tol: float = 1e-7, half_width: float | Non
     on the posterior's data, weights, centre and γ. Each region is a pair of wedges, mapped
     to a rectangle so that the boundary |a| = |b| is exact: region A is a = r, b = r t with
     (r, t) ∈ [-R, R] × [-1, 1] and Jacobian |r| (region B the same with a and b swapped);
-    both are integrated with :func:`~._quad2d.adaptive_cubature` (tensor Gauss–Kronrod,
+    both are integrated with :func:`~._cubature.adaptive_cubature` (tensor Gauss–Kronrod,
     breakpoints graded towards r = 0 and t = 0, where the valleys and the crossing lie), and
     the two masses brought to a common reference energy. Returns ``{"A": P(A), "B": P(B), "error": estimate}``.
 

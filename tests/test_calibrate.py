@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from pplpatterning import GibbsPosterior, sample
-from pplpatterning.workflows.calibrate import DEFAULT_THRESHOLD, calibrate, mala_acceptance
+from pplpatterning.workflows.acceptance import mala_acceptance
+from pplpatterning.workflows.calibrate import DEFAULT_THRESHOLD, calibrate
 from pplpatterning.cli.main import main
 from pplpatterning.estimators.convergence import series_mcse
 from pplpatterning.models import get_model
@@ -111,7 +112,7 @@ def test_mala_acceptance_matches_a_mala_chain(regular_post, backend):
 def _fake_trace(post, values):
     """A Trace as the backends build it with nβ·ΔL = ``values`` (chain, draw); no sampling."""
     from pplpatterning.samplers.settings import SamplerSettings
-    from pplpatterning.trace.build import build_trace, run_attrs
+    from pplpatterning.trace import build_trace, run_attrs
 
     delta = np.asarray(values, dtype=np.float64) / post.n_beta
     settings = SamplerSettings(sampler="sgld", step_size=1e-3, num_chains=delta.shape[0], num_draws=delta.shape[1])
@@ -139,7 +140,7 @@ def _ar(mean, rho=0.995, seed=0):
 def patched(regular_post, monkeypatch):
     """calibrate() with sampling replaced by the traces in ``patched[ε]`` and acceptance 0.99."""
     import pplpatterning.workflows.calibrate as cal_mod
-    from pplpatterning.workflows.calibrate import AcceptanceEstimate
+    from pplpatterning.workflows.acceptance import AcceptanceEstimate
 
     traces: dict[float, object] = {}
     monkeypatch.setattr(cal_mod, "sample", lambda post, **kw: traces[kw["step_size"]])

@@ -84,7 +84,7 @@ def test_cli_compare_json_csv_plot(capsys, tmp_path):
 def _fake_trace(post, mean, *, incomplete_reason=None, seed=0):
     """A Trace as the backends build it, whose λ̂ ≈ mean ± 0.2/√2000 (no sampling)."""
     from pplpatterning.samplers.settings import SamplerSettings
-    from pplpatterning.trace.build import build_trace, run_attrs
+    from pplpatterning.trace import build_trace, run_attrs
 
     delta = (mean + 0.2 * np.random.default_rng(seed).normal(size=(4, 500))) / post.n_beta
     attrs = run_attrs(post, SamplerSettings(num_chains=4, num_draws=500), backend="numpyro", dtype="float64",

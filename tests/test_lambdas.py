@@ -1,4 +1,4 @@
-"""Exact learning coefficients of the toy models (MATH.md §5)."""
+"""Exact learning coefficients of the toy models (docs/math.md §5)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pplpatterning.models.lambdas import (
 )
 
 # ----------------------------------------------------------------- worked examples
-# MATH.md writes the RRR examples as (M, H, N, r); rrr_lambda takes (M, N, H, r).
+# docs/math.md writes the RRR examples as (M, H, N, r); rrr_lambda takes (M, N, H, r).
 
 
 @pytest.mark.parametrize(

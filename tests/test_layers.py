@@ -3,6 +3,7 @@ Trace imports JAX or torch, no private name imported across modules, and the rec
 docs/architecture.md work (a throwaway sampler registered here runs on both backends)."""
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,3 +150,24 @@ def test_registering_refuses_clashes_and_unknown_options():
         register_sampler("sgld", DampedLangevin)
     with pytest.raises(ValueError, match="Unknown option name"):
         register_sampler("x_new", DampedLangevin, {"bogus": 1})
+
+
+# -- the docs the code cites exist ----------------------------------------------------------
+def _sources():
+    return [p for d in ("pplpatterning", "backends", "models", "validation", "tests") for p in (ROOT / d).rglob("*.py")]
+
+
+def test_every_math_reference_resolves_to_a_section_of_docs_math():
+    headings = set(re.findall(r"^#{2,3} (§[0-9.]+) ", (ROOT / "docs" / "math.md").read_text(), flags=re.M))
+    cited = {(p.relative_to(ROOT), ref) for p in _sources() + [ROOT / "README.md"]
+             for ref in re.findall(r"docs/math\.md,? (§[0-9]+(?:\.[0-9]+)?)", p.read_text())}
+    assert cited, "no references found: the pattern is out of date"
+    assert not [(p, ref) for p, ref in cited if ref not in headings]
+
+
+def test_every_code_path_named_in_the_docs_exists():
+    for doc in ("math.md", "architecture.md"):
+        text = (ROOT / "docs" / doc).read_text()
+        paths = set(re.findall(r"`((?:pplpatterning|backends|models|validation|tests)/[\w/]+\.py)", text))
+        missing = sorted(p for p in paths if not (ROOT / p).exists())
+        assert not missing, (doc, missing)

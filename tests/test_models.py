@@ -365,7 +365,7 @@ def test_regular_target_is_half_dim_at_least_squares_centre(n_beta):
     for norm in (False, True):
         post = GibbsPosterior(model, data, centre={"w": w_hat}, n_beta=n_beta, weights=rho, normalize_weights=norm)
         assert model.target_fn(post) == pytest.approx(1.0, abs=1e-9)
-        # localization at the minimiser: ½ Σ_k nβh_k/(nβh_k + γ) < d/2 (MATH.md §6)
+        # localization at the minimiser: ½ Σ_k nβh_k/(nβh_k + γ) < d/2 (docs/math.md §6)
         x, c = data["x"], post.effective_weights
         h = np.linalg.eigvalsh(x.T @ (c[:, None] * x) / 60)
         gamma = 2.5
@@ -607,7 +607,7 @@ def test_one_dimensional_crossing_targets_match_quadrature(gamma):
 
 def test_product_target_below_lambda_and_rising_with_n_beta():
     """At the true centre with γ fixed the target increases towards λ = 1/2 (m = 2 makes the
-    approach slow, MATH.md §6); the data here are noise-free so L_n(0) is the exact minimum."""
+    approach slow, docs/math.md §6); the data here are noise-free so L_n(0) is the exact minimum."""
     model = get_model("product")
     x = np.random.default_rng(0).standard_normal(200)
     data = {"x": x, "y": np.zeros(200)}

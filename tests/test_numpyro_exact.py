@@ -1,4 +1,4 @@
-"""NumPyro samplers against the exact targets of MATH.md §6 (issue 2, "What must hold").
+"""NumPyro samplers against the exact targets of docs/math.md §6 (issue 2, "What must hold").
 
 Tolerances are 4 MCSE of λ̂ (from the bulk ESS of the per-draw series) around an exact
 target. Where a sampler has an O(ε) discretisation bias (SG samplers), the target is
@@ -128,7 +128,7 @@ def test_powers_other_exact_samplers(sampler):
 
 
 def test_localization_lowers_target():
-    """Quadratic loss with γ > 0: E[λ̂] = ½ Σ nβh_k/(nβh_k + γ) (MATH.md §6)."""
+    """Quadratic loss with γ > 0: E[λ̂] = ½ Σ nβh_k/(nβh_k + γ) (docs/math.md §6)."""
     model = get_model("regular", d=2)
     post = GibbsPosterior(model, model.generate(500, seed=0), gamma=40.0)
     a = curvatures(post) - post.gamma

@@ -1,10 +1,10 @@
-"""Patterning against the exact linear-Gaussian posterior (MATH.md §4 and §7).
+"""Patterning against the exact linear-Gaussian posterior (docs/math.md §4 and §7).
 
 The posterior of the regular model is N(m, Σ) in closed form for any data weights:
 Σ = (nβ H_c + γI)⁻¹, m = Σ(nβ b_c + γ w*), H_c = Xᵀ diag(c) X/(Nσ²), b_c = Xᵀ diag(c) y/(Nσ²).
 Per-sample susceptibilities of a linear observable φ = eᵀw are χ_j = -eᵀΣ g_j and of the
 quadratic φ = L(w) - L(w*) (unweighted training loss) χ_j = -(∇L(m)ᵀΣ g_j + ½ tr(HΣM_jΣ)),
-with g_j = ∇(l_j - L_c)(m) and M_j = ∇²(l_j - L_c) (MATH.md §7). With these exact χ the plan's
+with g_j = ∇(l_j - L_c)(m) and M_j = ∇²(l_j - L_c) (docs/math.md §7). With these exact χ the plan's
 prediction α β X s must equal the exact change E_new[φ] - E_old[φ] to first order: the
 ratio within 2 % for a small step, and the error |realized - predicted| falling by 4 when
 the step is halved (it is O(α²)). A sampled test then checks verify() end to end.

@@ -1,6 +1,6 @@
 """The Pyro backend: exact targets within 4 MCSE, reproducibility, Trace structure, failures.
 
-Every statistical check compares λ̂ with an EXACT target (MATH.md §6, or the exact
+Every statistical check compares λ̂ with an EXACT target (docs/math.md §6, or the exact
 stationary law of the discretised chain) at 4 Monte Carlo standard errors, and asserts
 that the run is long enough for that to mean something (small MCSE, R-hat, ESS).
 """

@@ -52,7 +52,7 @@ dims = st.tuples(st.integers(1, 3), st.integers(4, 40), st.integers(2, 25))  # c
 def test_per_sample_chi_sum_to_zero(shape, seed, offset, scale, weighted):
     """With every sample recorded and L^ρ = (1/n) Σ_j c ρ_j l_j at the same draws,
     Σ_j c ρ_j χ_{z_j} = -(n - Σ_j c ρ_j) Cov(φ, L^ρ) exactly: 0 for equal weights
-    (Σ_j χ_{z_j} = 0, MATH.md §3) and for normalised weights (Σ_j c ρ_j = n)."""
+    (Σ_j χ_{z_j} = 0, docs/math.md §3) and for normalised weights (Σ_j c ρ_j = n)."""
     C, D, n = shape
     rng = np.random.default_rng(seed)
     losses = offset + scale * rng.standard_exponential((C, D, n)) * rng.uniform(0.1, 3, n)
@@ -99,7 +99,7 @@ def test_chi_is_linear_in_the_probe_and_the_observable(shape, seed, a):
 @settings(max_examples=25)
 @given(shape=dims, seed=st.integers(0, 2**32 - 1))
 def test_probe_decomposes_into_per_sample_chi(shape, seed):
-    """χ(φ; q') = Σ_z q'(z) χ_z(φ) for a probe q' on the training samples (MATH.md §3)."""
+    """χ(φ; q') = Σ_z q'(z) χ_z(φ) for a probe q' on the training samples (docs/math.md §3)."""
     C, D, n = shape
     rng = np.random.default_rng(seed)
     losses = rng.standard_exponential((C, D, n))

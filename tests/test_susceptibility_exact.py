@@ -1,6 +1,6 @@
 """Susceptibilities against exact targets (issue 5, "What must hold").
 
-- Linear-Gaussian model (MATH.md §7): the posterior is exactly N(m, Σ), Σ = (nβH + γI)⁻¹,
+- Linear-Gaussian model (docs/math.md §7): the posterior is exactly N(m, Σ), Σ = (nβH + γI)⁻¹,
   and every observable and probe used here is exactly quadratic in z = w - m, so
   χ = -(aᵀΣg + ½ tr(PΣMΣ)) holds exactly for φ = const + aᵀz + ½zᵀPz and
   ΔL = const + gᵀz + ½zᵀMz.
@@ -47,7 +47,7 @@ def grad_hess(x, y, w):
 
 
 def chi_exact(a, P, g, M, cov):
-    """χ = -Cov(aᵀz + ½zᵀPz, gᵀz + ½zᵀMz) for z ~ N(0, Σ)  (MATH.md §7)."""
+    """χ = -Cov(aᵀz + ½zᵀPz, gᵀz + ½zᵀMz) for z ~ N(0, Σ)  (docs/math.md §7)."""
     return -(a @ cov @ g + 0.5 * np.trace(P @ cov @ M @ cov))
 
 
@@ -112,7 +112,7 @@ def test_linear_gaussian_closed_forms(gaussian_setup, backend):
     assert abs(float(res.chi.sel(probe="scale", observable="w0"))) < 4 * float(res.se.sel(probe="scale",
                                                                                          observable="w0"))
 
-    # Per-sample influences on the test loss (MATH.md §7):
+    # Per-sample influences on the test loss (docs/math.md §7):
     # χ_j = -(Cov(l_t, l_j) - (1/n) Σ_i Cov(l_t, l_i)), with l_j - L_n = const + g_jᵀz + ½zᵀM_jz,
     # g_j = -r_j x_j - ∇L_n(m), M_j = x_j x_jᵀ - H.
     att = attribution(tr, "test").sel(observable="test")
@@ -260,7 +260,7 @@ def test_component_restricted_estimator_gaussian():
         check(float(per.chi.sel(sample=j)), float(per.se.sel(sample=j)), exact_z[k], label=f"component χ_z{j}")
 
 
-# ------------------------------------------------------------ refined LLCs (MATH.md §2)
+# ------------------------------------------------------------ refined LLCs (docs/math.md §2)
 def test_weight_restricted_and_data_refined_llc():
     """λ̂_V = nβ(E[L(u*, v)] - L(w*)) and the data-refined λ̂(q') = nβ(E_{p_q'}[L_q'] - L_q'(w*))
     against the linear model's exact finite-nβ target (any centre, data or restriction)."""

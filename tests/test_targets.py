@@ -24,7 +24,8 @@ from scipy import integrate, optimize, special
 
 from pplpatterning import GibbsPosterior
 from pplpatterning.models import finite_target_by_quadrature, get_model
-from pplpatterning.models._quad2d import _graded, adaptive_cubature, gauss_kronrod, posterior_energy, quadrature_target
+from pplpatterning.models._cubature import adaptive_cubature, gauss_kronrod
+from pplpatterning.models._quad2d import graded_breakpoints as _graded, posterior_energy, quadrature_target
 
 HYP = settings(max_examples=14, deadline=None, derandomize=True)
 

@@ -161,7 +161,7 @@ def _synthetic_table(runner):
                    gamma=c.gamma, llc=llc, mcse=mcse, z=(llc - target) / mcse, ratio_lambda=llc / (
                        1.0 if case == "regular" else 1.5), rhat=rhat, ess_bulk=1000.0, ess_tail=1000.0,
                    mala_acceptance=math.nan, wall_s=1.0, settings="4×1000", check=c.check, problems="", error="")
-        row["passed"], row["failure"] = runner._check(row, c.check)
+        row["passed"], row["failure"] = runner.judge_row(row, c.check)
         rows.append(row)
     return pd.DataFrame(rows).reindex(columns=runner.ROW_COLUMNS)
 
@@ -191,7 +191,7 @@ def test_cli_validate_rejects_unknown_case(capsys):
 # ------------------------------------------------- findings: diagnose(trace, target=...)
 def _fake_trace(post, mean, incomplete_reason=None):
     from pplpatterning.samplers.settings import SamplerSettings
-    from pplpatterning.trace.build import build_trace, run_attrs
+    from pplpatterning.trace import build_trace, run_attrs
 
     x = np.random.default_rng(0).normal(size=(4, 1000))
     delta = (mean + 0.2 * (x - x.mean())) / post.n_beta  # λ̂ = mean exactly, MCSE ≈ 0.2/√4000

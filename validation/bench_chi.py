@@ -27,16 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
+from pplpatterning import GibbsPosterior, Probes, attribution, llc, sample, susceptibility
+from pplpatterning.models import get_model
+from pplpatterning.spec.observables import component_loss, full_loss
+
 
 def _rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (Linux reports ru_maxrss in kB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
 def run(mode: str, sampler: str, per_sample: int, thinning: int, draws: int, repeats: int) -> dict:
-    from pplpatterning import GibbsPosterior, Probes, attribution, llc, sample, susceptibility
-    from pplpatterning.models import get_model
-    from pplpatterning.spec.observables import component_loss, full_loss
-
+    """One configuration (module docstring): timings, memory, sizes and standard errors, as a dict."""
     model = get_model("dln", widths=(4, 8, 8, 4), r=2)
     data = model.generate(1000, seed=0)
     post = GibbsPosterior(model, data, gamma=1.0)

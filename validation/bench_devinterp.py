@@ -7,12 +7,12 @@ Run inside the separate bench virtualenv (see validation/requirements-bench.txt)
     .venv-bench/bin/python validation/bench_devinterp.py --workload product --repeats 3 --json out.json
     .venv-bench/bin/python validation/bench_devinterp.py --workload dln --repeats 3 --json out.json
 
-The first section (data generators) imports ONLY numpy so that the NumPyro
-benchmark can import it and regenerate bit-identical data and centres:
+The workloads and their data come from validation/bench_workloads.py (NumPy only), shared
+with our side (validation/bench_ours.py) so that both see bit-identical data and centres.
 
-    from validation.bench_devinterp import make_product_data, make_dln_data, WORKLOADS
-
-torch / devinterp are imported lazily inside the functions that need them.
+torch, datasets, devinterp, transformers, xarray and zarr are imported inside functions:
+they exist only in the bench venv, and :func:`main` imports them first on its own clock so
+that their import time is reported separately (``import_s``) from the timed runs.
 """
 
 from __future__ import annotations
@@ -20,157 +20,20 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np  # the only third-party import at module level
 
-# ─── Workload definitions and numpy-only data generators ────────────────────
-#
-# Conventions shared with the NumPyro side (keep both in sync):
-#   * One np.random.default_rng(seed) stream per workload, seed 0.
-#   * Everything is generated in float64 and cast to float32 at the end
-#     (devinterp / torch work in float32).
-#   * Per-sample loss is the Gaussian NLL with unit noise, up to constants:
-#       product: l_i(w) = (y_i - a*b*x_i)^2 / 2
-#       dln:     l_i(w) = ||y_i - W3 W2 W1 x_i||^2 / 2   (summed over the 10 outputs)
-#     L_n(w) = mean_i l_i(w);   nbeta = n / log(n);
-#     LLC_hat = nbeta * (E_w[L_n(w)] - L_n(w*)).
-#   * DLN weights are in torch nn.Linear layout (out_features, in_features),
-#     so f(x) = x @ W1.T @ W2.T @ W3.T.
-
-PRODUCT_N = 1000
-DLN_N = 10_000
-DLN_WIDTHS = (10, 20, 20, 10)
-
-WORKLOADS = {
-    "product": dict(
-        n=PRODUCT_N,
-        batch_size=1000,  # full batch
-        num_chains=4,
-        num_draws=1000,
-        num_burnin_steps=0,
-        num_steps_bw_draws=1,
-        lr=1e-3,
-        localization=1.0,
-        nbeta=PRODUCT_N / math.log(PRODUCT_N),
-        seed=0,
-        # Asymptotic LLC: the product model a*b at the origin has RLCT 1/2.  The
-        # finite-n target of the estimator is product_reference_llc() = 0.1438.
-        expected_llc=0.5,
-    ),
-    "dln": dict(
-        n=DLN_N,
-        widths=DLN_WIDTHS,
-        batch_size=256,
-        num_chains=4,
-        num_draws=1000,
-        num_burnin_steps=0,
-        num_steps_bw_draws=1,
-        lr=1e-5,  # 1e-4 biases λ̂ to ~133 (devinterp and ours alike) against ~45; speed is unaffected
-        localization=1.0,
-        nbeta=DLN_N / math.log(DLN_N),
-        seed=0,
-        # Teacher is full rank r = 10 = min(H_in, H_out): Aoyagi's formula gives
-        # lambda = (-r^2 + r (H_in + H_out)) / 2 = 50 (the 10x10 product map).
-        # Since w* is the teacher, not the empirical minimiser, the finite-n target
-        # is lower, roughly 50 - 100 / (2 log n) ~ 44.6.
-        expected_llc=50.0,
-    ),
-}
-
-
-def make_product_data(n: int = PRODUCT_N, seed: int = 0) -> dict[str, np.ndarray]:
-    """y = a*b*x + eps with truth a = b = 0, x ~ N(0,1), eps ~ N(0,1).
-
-    Draw order from default_rng(seed): x (n,), then eps (n,).
-    Returns float32 arrays x (n,), y (n,) and the centre w* = (a, b) = (0, 0).
-    """
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(n)
-    eps = rng.standard_normal(n)
-    a_true, b_true = 0.0, 0.0
-    y = a_true * b_true * x + eps
-    return {
-        "x": x.astype(np.float32),
-        "y": y.astype(np.float32),
-        "a": np.float32(a_true),
-        "b": np.float32(b_true),
-    }
-
-
-def make_dln_data(
-    n: int = DLN_N, widths: tuple[int, ...] = DLN_WIDTHS, seed: int = 0
-) -> dict[str, object]:
-    """Teacher DLN (no biases) with W_l ~ N(0, 1/fan_in); x ~ N(0, I); y = f(x) + N(0, I).
-
-    Draw order from default_rng(seed): W1, W2, W3 (each (out, in), standard
-    normal scaled by 1/sqrt(in)), then x (n, widths[0]), then noise (n, widths[-1]).
-    The teacher's weights are the SGLD centre w*.  Returns float32 arrays:
-    "weights" (list of (out, in) matrices), "x" (n, 10), "y" (n, 10).
-    """
-    rng = np.random.default_rng(seed)
-    weights = []
-    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-        weights.append(rng.standard_normal((fan_out, fan_in)) / np.sqrt(fan_in))
-    x = rng.standard_normal((n, widths[0]))
-    noise = rng.standard_normal((n, widths[-1]))
-    f = x
-    for w in weights:
-        f = f @ w.T
-    y = f + noise
-    return {
-        "weights": [w.astype(np.float32) for w in weights],
-        "x": x.astype(np.float32),
-        "y": y.astype(np.float32),
-    }
-
-
-def product_reference_llc(
-    data: dict[str, np.ndarray] | None = None,
-    nbeta: float = PRODUCT_N / math.log(PRODUCT_N),
-    localization: float = 1.0,
-    half_width: float = 8.0,
-    grid: int = 2001,
-) -> float:
-    """Exact (quadrature) value of what SGLD estimates on the product workload.
-
-    E_w[nbeta * (L_n(w) - L_n(w*))] under the localized tempered posterior
-    p(w) ~ exp(-nbeta L_n(w) - localization |w - w*|^2 / 2), w = (a, b), w* = 0,
-    which is the stationary law of devinterp's SGLD update.  For this data set
-    (mean(x*y) = 0.059) it is 0.1438, well below the asymptotic RLCT 1/2,
-    because w* = 0 is not the empirical minimiser of L_n.
-    """
-    if data is None:
-        data = make_product_data()
-    x = np.asarray(data["x"], dtype=np.float64)
-    y = np.asarray(data["y"], dtype=np.float64)
-    sxx, sxy = np.mean(x * x), np.mean(x * y)
-    g = np.linspace(-half_width, half_width, grid)
-    a, b = np.meshgrid(g, g)
-    u = a * b
-    dl = -u * sxy + 0.5 * u * u * sxx  # L_n(a, b) - L_n(0, 0)
-    logp = -nbeta * dl - 0.5 * localization * (a * a + b * b)
-    w = np.exp(logp - logp.max())
-    return float((w * nbeta * dl).sum() / w.sum())
-
-
-def make_data(workload: str) -> dict[str, object]:
-    cfg = WORKLOADS[workload]
-    if workload == "product":
-        return make_product_data(cfg["n"], cfg["seed"])
-    if workload == "dln":
-        return make_dln_data(cfg["n"], cfg["widths"], cfg["seed"])
-    raise ValueError(workload)
-
-
-# ─── devinterp side (torch/devinterp imported lazily) ───────────────────────
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_workloads import WORKLOADS, make_data, product_reference_llc  # noqa: E402
 
 
 def _build_model_and_loss(workload: str, data: dict, counter: dict):
@@ -234,9 +97,47 @@ def _build_model_and_loss(workload: str, data: dict, counter: dict):
     return model, loss_fn
 
 
+def _run_record(cfg: dict, counter: dict, times: tuple[float, float, float], llc_mean: float, llc_std: float,
+                result, out_path: str) -> dict:
+    """The timings, step counts and estimate of one devinterp run (see :func:`run_once`);
+    ``times`` = (start, model and dataset built, estimate returned)."""
+    import torch
+
+    t0, t_built, t1 = times
+    per_chain = [float(v) for v in np.asarray(result["llc_per_chain"])]
+    trace = np.asarray(result["loss_trace"])  # (chain, step)
+    wall = t1 - t0
+    expected_steps = cfg["num_chains"] * (
+        cfg["num_burnin_steps"] + cfg["num_draws"] * cfg["num_steps_bw_draws"]
+    )
+    steps = counter["sgld_steps"]
+    zarr_bytes = sum(
+        os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out_path) for f in fs
+    )
+    return {
+        "wall_s": wall,
+        "build_s": t_built - t0,
+        "before_first_step_s": counter.get("t_first_step", t1) - t0,
+        "sampling_loop_s_approx": counter.get("t_last_step", t1)
+        - counter.get("t_first_step", t1),
+        "after_last_step_s": t1 - counter.get("t_last_step", t1),
+        "sgld_steps": steps,
+        "sgld_steps_expected": expected_steps,
+        "init_loss_evals": counter["init_loss_evals"],
+        "steps_per_s": steps / wall,
+        "llc_mean": llc_mean,
+        "llc_std": llc_std,
+        "llc_per_chain": per_chain,
+        "init_loss": float(result["init_loss"]),
+        "loss_trace_mean": float(trace.mean()),
+        "loss_trace_finite": bool(np.isfinite(trace).all()),
+        "zarr_output_bytes": zarr_bytes,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 def run_once(workload: str, data: dict, init_seed: int, workdir: str) -> dict:
     """One end-to-end devinterp LLC estimate; returns timings and the estimate."""
-    import torch
     from datasets import Dataset
     from devinterp.slt.llc import llc
 
@@ -273,42 +174,11 @@ def run_once(workload: str, data: dict, init_seed: int, workdir: str) -> dict:
     llc_mean = float(result["llc_mean"])
     llc_std = float(result["llc_std"])
     t1 = time.perf_counter()
-
-    per_chain = [float(v) for v in np.asarray(result["llc_per_chain"])]
-    init_loss = float(result["init_loss"])
-    trace = np.asarray(result["loss_trace"])  # (chain, step)
-    wall = t1 - t0
-    expected_steps = cfg["num_chains"] * (
-        cfg["num_burnin_steps"] + cfg["num_draws"] * cfg["num_steps_bw_draws"]
-    )
-    steps = counter["sgld_steps"]
-    zarr_bytes = sum(
-        os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out_path) for f in fs
-    )
-    return {
-        "init_seed": init_seed,
-        "wall_s": wall,
-        "build_s": t_built - t0,
-        "before_first_step_s": counter.get("t_first_step", t1) - t0,
-        "sampling_loop_s_approx": counter.get("t_last_step", t1)
-        - counter.get("t_first_step", t1),
-        "after_last_step_s": t1 - counter.get("t_last_step", t1),
-        "sgld_steps": steps,
-        "sgld_steps_expected": expected_steps,
-        "init_loss_evals": counter["init_loss_evals"],
-        "steps_per_s": steps / wall,
-        "llc_mean": llc_mean,
-        "llc_std": llc_std,
-        "llc_per_chain": per_chain,
-        "init_loss": init_loss,
-        "loss_trace_mean": float(trace.mean()),
-        "loss_trace_finite": bool(np.isfinite(trace).all()),
-        "zarr_output_bytes": zarr_bytes,
-        "torch_threads": torch.get_num_threads(),
-    }
+    return {"init_seed": init_seed,
+            **_run_record(cfg, counter, (t0, t_built, t1), llc_mean, llc_std, result, out_path)}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workload", choices=sorted(WORKLOADS), required=True)
     p.add_argument("--repeats", type=int, default=3)
@@ -326,18 +196,15 @@ def main(argv=None) -> int:
         help="use init_seed + 1000*repeat so repeats are independent estimates",
     )
     p.add_argument("--progress", action="store_true", help="show devinterp's tqdm bars")
-    args = p.parse_args(argv)
+    return p
 
-    if not args.progress:
-        os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    warnings.filterwarnings("ignore", message=".*nbeta set to 1.*")
 
+def timed_imports(threads: int) -> tuple[dict, float]:
+    """Import the bench stack (torch with ``threads`` threads first); returns (versions, seconds)."""
     t_imp = time.perf_counter()
     import torch
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     import datasets
     import devinterp.slt.llc  # noqa: F401  (import cost reported separately)
     import transformers
@@ -345,18 +212,21 @@ def main(argv=None) -> int:
     import zarr
 
     import_s = time.perf_counter() - t_imp
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "devinterp": importlib.metadata.version("devinterp"),
+        "numpy": np.__version__,
+        "datasets": datasets.__version__,
+        "transformers": transformers.__version__,
+        "xarray": xarray.__version__,
+        "zarr": zarr.__version__,
+    }
+    return versions, import_s
 
-    t_gen = time.perf_counter()
-    data = make_data(args.workload)
-    datagen_s = time.perf_counter() - t_gen
 
-    load_before = os.getloadavg()
-    cfg = WORKLOADS[args.workload]
-    reference = (
-        product_reference_llc(data, cfg["nbeta"], cfg["localization"])
-        if args.workload == "product"
-        else None
-    )
+def run_repeats(args, data: dict) -> list[dict]:
+    """``args.repeats`` runs of :func:`run_once`, each printed, their zarr output removed."""
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench_devinterp_") as workdir:
         for r in range(args.repeats):
@@ -376,45 +246,78 @@ def main(argv=None) -> int:
                 f"(per chain {', '.join(f'{v:.3f}' for v in rec['llc_per_chain'])})",
                 flush=True,
             )
+    return runs
+
+
+def _config(args, cfg: dict) -> dict:
+    """The workload and devinterp's settings as run (for the JSON report)."""
+    return {
+        **{k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+        "entry_point": "devinterp.slt.llc.llc",
+        "sampling_method": "sgmcmc_sgld (devinterp default: SGMCMC.sgld)",
+        "noise_level": 1.0,
+        "llc_weight_decay": 0.0,
+        "num_init_loss_batches": 32,
+        "gradient_accumulation_steps": 1,
+        "shuffle": True,
+        "epoch_mode": "cycle",
+        "match_sampling_input_ids_across_chains": True,
+        "observables": {},
+        "init_seed": args.init_seed,
+        "vary_seed": args.vary_seed,
+        "device": "cpu",
+    }
+
+
+def _print_median(report: dict) -> None:
+    """The one-line summary of the medians over the runs."""
+    summary, reference = report["median"], report["reference_llc_finite_n"]
+    print(
+        f"[{report['workload']} median of {len(report['runs'])}] wall {summary['wall_s']:.2f}s  "
+        f"{summary['steps_per_s']:.0f} steps/s  "
+        f"LLC {summary['llc_mean']:.4f} ± {summary['llc_std']:.4f}  "
+        f"(asymptotic {report['expected_llc_asymptotic']}"
+        + (f", exact finite-n {reference:.4f}" if reference is not None else "")
+        + f"; imports {report['import_s']:.1f}s, threads "
+        f"{report['environment']['torch_threads']})",
+        flush=True,
+    )
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.progress:
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    warnings.filterwarnings("ignore", message=".*nbeta set to 1.*")
+
+    versions, import_s = timed_imports(args.threads)
+    import torch
+
+    t_gen = time.perf_counter()
+    data = make_data(args.workload)
+    datagen_s = time.perf_counter() - t_gen
+
+    load_before = os.getloadavg()
+    cfg = WORKLOADS[args.workload]
+    reference = (
+        product_reference_llc(data, cfg["nbeta"], cfg["localization"])
+        if args.workload == "product"
+        else None
+    )
+    runs = run_repeats(args, data)
 
     def med(key):
         return float(statistics.median(r[key] for r in runs))
 
-    summary = {
-        "wall_s": med("wall_s"),
-        "steps_per_s": med("steps_per_s"),
-        "llc_mean": med("llc_mean"),
-        "llc_std": med("llc_std"),
-        "sgld_steps": med("sgld_steps"),
-    }
+    summary = {k: med(k) for k in ("wall_s", "steps_per_s", "llc_mean", "llc_std", "sgld_steps")}
     report = {
         "backend": "devinterp",
         "workload": args.workload,
-        "config": {
-            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
-            "entry_point": "devinterp.slt.llc.llc",
-            "sampling_method": "sgmcmc_sgld (devinterp default: SGMCMC.sgld)",
-            "noise_level": 1.0,
-            "llc_weight_decay": 0.0,
-            "num_init_loss_batches": 32,
-            "gradient_accumulation_steps": 1,
-            "shuffle": True,
-            "epoch_mode": "cycle",
-            "match_sampling_input_ids_across_chains": True,
-            "observables": {},
-            "init_seed": args.init_seed,
-            "vary_seed": args.vary_seed,
-            "device": "cpu",
-        },
+        "config": _config(args, cfg),
         "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "devinterp": importlib.metadata.version("devinterp"),
-            "numpy": np.__version__,
-            "datasets": datasets.__version__,
-            "transformers": transformers.__version__,
-            "xarray": xarray.__version__,
-            "zarr": zarr.__version__,
+            **versions,
             "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
             "loadavg_1_5_15_before": list(load_before),
@@ -432,16 +335,7 @@ def main(argv=None) -> int:
         "runs": runs,
         "median": summary,
     }
-    print(
-        f"[{args.workload} median of {len(runs)}] wall {summary['wall_s']:.2f}s  "
-        f"{summary['steps_per_s']:.0f} steps/s  "
-        f"LLC {summary['llc_mean']:.4f} ± {summary['llc_std']:.4f}  "
-        f"(asymptotic {cfg['expected_llc']}"
-        + (f", exact finite-n {reference:.4f}" if reference is not None else "")
-        + f"; imports {import_s:.1f}s, threads "
-        f"{torch.get_num_threads()})",
-        flush=True,
-    )
+    _print_median(report)
     if args.json_out:
         out_dir = os.path.dirname(os.path.abspath(args.json_out))
         os.makedirs(out_dir, exist_ok=True)

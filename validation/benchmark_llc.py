@@ -2,7 +2,7 @@
 
     make bench            # or: .venv/bin/python validation/benchmark_llc.py --rounds 5
 
-Workloads (validation/bench_devinterp.py, WORKLOADS): y = a·b·x with n = 1000, full batch;
+Workloads (validation/bench_workloads.py, WORKLOADS): y = a·b·x with n = 1000, full batch;
 deep linear network widths [10, 20, 20, 10], n = 10 000, batch 256; both 4 chains × 1000
 SGLD draws, nβ = n/log n, γ = 1. Each round runs, in fresh processes and interleaved so
 that load on the shared machine hits every contender alike:

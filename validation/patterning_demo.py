@@ -43,6 +43,13 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+if __name__ == "__main__":  # run as a script from a checkout: import the package next to this folder
+    sys.path.insert(0, str(ROOT))
+
+from pplpatterning import GibbsPosterior, Probes, attribution, pattern, sample, verify  # noqa: E402
+from pplpatterning.models.two_solutions import (  # noqa: E402
+    DEMO_CENTRE, on_solution_a, on_solution_b, solution_masses, two_solutions)
+from pplpatterning.plots import new_figure, plot_linear_response, plot_posterior_shift, save_figure  # noqa: E402
 
 #: The demonstration's configuration (see the module docstring).
 CONFIG = {"p": 0.7, "n": 1000, "beta": 1.0, "gamma": 8.0, "target_accept": 0.99, "probe_thinning": 2}
@@ -53,17 +60,12 @@ REQUESTS = [(0.05, False), (0.1, False), (0.2, False), (-0.1, False), (-0.2, Tru
 def demo_posterior(data_seed: int = 0, *, p: float = CONFIG["p"], n: int = CONFIG["n"],
                    beta: float = CONFIG["beta"], gamma: float = CONFIG["gamma"]):
     """The two-solutions posterior at nβ = β·n (β = 1: the Bayes posterior) with the prior centred at (1, 1)."""
-    from pplpatterning import GibbsPosterior
-    from pplpatterning.models.two_solutions import DEMO_CENTRE, two_solutions
-
     model = two_solutions(p=p)
     return GibbsPosterior(model, model.generate(n, seed=data_seed), centre=DEMO_CENTRE, gamma=gamma,
                           n_beta=beta * n)
 
 
 def observables() -> dict:
-    from pplpatterning.models.two_solutions import on_solution_a, on_solution_b
-
     return {"A": on_solution_a, "B": on_solution_b}
 
 
@@ -73,8 +75,6 @@ def sampler_kwargs(draws: int, chains: int = 4, burnin: int = 500) -> dict:
 
 
 def exact_mass_a(post) -> float:
-    from pplpatterning.models.two_solutions import solution_masses
-
     return solution_masses(post)["A"]
 
 
@@ -93,8 +93,6 @@ def exact_response(post, plan) -> dict:
 
 def baseline(post, *, seed: int, kw: dict):
     """Sample with per-sample losses; return (trace, χ_z, seconds)."""
-    from pplpatterning import Probes, attribution, sample
-
     t0 = time.perf_counter()
     trace = sample(post, seed=seed, observables=observables(),
                    probes=Probes(per_sample="all", thinning=CONFIG["probe_thinning"]), **kw)
@@ -106,8 +104,6 @@ def baseline(post, *, seed: int, kw: dict):
 def run_request(post, trace, chi, change: float, *, nonnegative: bool, seed: int, kw: dict,
                 exact: bool = True) -> tuple[dict, object, object]:
     """pattern + verify for one request; returns (row, plan, verification)."""
-    from pplpatterning.patterning.pattern import pattern, verify
-
     t0 = time.perf_counter()
     plan = pattern(chi, {"A": change}, nonnegative=nonnegative, n=post.n)
     t1 = time.perf_counter()
@@ -171,8 +167,6 @@ def seeds_study(seeds: int, draws: int, change: float = 0.1) -> pd.DataFrame:
 
 def plot_seeds(seeds: pd.DataFrame, path: Path) -> Path:
     """Realized change (± 2 se) per seed, with the exact realized change and the prediction."""
-    from pplpatterning.plots import new_figure, save_figure
-
     fig = new_figure((7.5, 4.2))
     ax = fig.subplots()
     x = seeds["seed"].to_numpy()
@@ -207,19 +201,8 @@ def _fmt_table(df: pd.DataFrame, cols: list[str]) -> str:
     return head + body
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--draws", type=int, default=2000, help="kept draws per chain (4 chains)")
-    ap.add_argument("--out", default=str(ROOT / "validation" / "out" / "patterning"))
-    a = ap.parse_args(argv)
-    from pplpatterning.plots import plot_linear_response, plot_posterior_shift
-
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    print("main table (data seed 0):", flush=True)
-    table, ctx = main_table(a.draws)
+def plot_main_table(table: pd.DataFrame, ctx: dict, out: Path) -> None:
+    """shift.png, shift_nonneg.png (draws before/after, mass bars) and response.png of the main table."""
     lines = {"A: b = 0": ((-0.4, 0.0), (2.2, 0.0)), "B: a = 0": ((0.0, -0.4), (0.0, 2.2))}
     for (change, nonneg), name in (((0.2, False), "shift.png"), ((0.4, True), "shift_nonneg.png")):
         plan, check = ctx["plans"][(change, nonneg)]
@@ -231,16 +214,16 @@ def main(argv: list[str] | None = None) -> int:
                                for c, m in zip(table["request"], table["mode"])],
                         exact=table["exact_realized"])
     plot_linear_response(resp, out / "response.png", title="two_solutions: mass on A, realized vs predicted")
-    print(f"{a.seeds} seeds, request +0.1:", flush=True)
-    seeds = seeds_study(a.seeds, a.draws)
-    plot_seeds(seeds, out / "seeds.png")
-    total = time.perf_counter() - t_start
 
+
+def summarize(table: pd.DataFrame, seeds: pd.DataFrame, ctx: dict, *, draws: int, n_seeds: int,
+              total: float) -> dict:
+    """The numbers of demo.json: direction, ratios, z against the exact values, timings, both tables."""
     same_sign = bool(np.all(np.sign(seeds["realized"]) == np.sign(seeds["request"])))
     z_exact = (seeds["realized"] - seeds["exact_realized"]) / seeds["realized_se"]
     z_pred = (seeds["predicted"] - seeds["exact_first_order"]) / seeds["predicted_se"]
-    summary = {
-        "config": CONFIG, "draws": a.draws, "seeds": a.seeds, "total_seconds": total,
+    return {
+        "config": CONFIG, "draws": draws, "seeds": n_seeds, "total_seconds": total,
         "direction_every_seed": same_sign,
         "ratio_mean": float(seeds["ratio"].mean()), "ratio_sd_over_seeds": float(seeds["ratio"].std(ddof=1)),
         "ratio_se_typical": float(seeds["ratio_se"].median()),
@@ -255,19 +238,22 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_sampling_seconds_main": ctx["seconds"]["sample"],
         "main_table": table.to_dict(orient="records"), "seed_table": seeds.to_dict(orient="records"),
     }
-    (out / "demo.json").write_text(json.dumps(summary, indent=2, default=float))
+
+
+def markdown(table: pd.DataFrame, seeds: pd.DataFrame, summary: dict) -> str:
+    """demo.md: the main table, the seeds table and the summary sentences."""
     cols = ["request", "mode", "predicted", "predicted_se", "residual", "exact_first_order", "realized", "realized_se",
             "exact_realized", "ratio", "ratio_se", "before", "exact_before", "after", "exact_after",
             "weight_channel1", "weight_channel2", "min_weight"]
     scols = ["seed", "before", "exact_before", "after", "exact_after", "predicted", "predicted_se",
              "exact_first_order", "realized", "realized_se", "exact_realized", "ratio", "ratio_se", "loop_s"]
     md = [f"# Patterning demo: two solutions (generated by validation/patterning_demo.py)\n",
-          f"Config: {CONFIG}, NUTS 4 chains × {a.draws} draws; total {total:.0f} s.\n",
+          f"Config: {CONFIG}, NUTS 4 chains × {summary['draws']} draws; total {summary['total_seconds']:.0f} s.\n",
           "## Requests on data seed 0 (one baseline trace, one verification run per request)\n",
           _fmt_table(table, cols),
-          f"\n## Request +0.1 over {a.seeds} seeds (data and sampler seeds)\n",
+          f"\n## Request +0.1 over {summary['seeds']} seeds (data and sampler seeds)\n",
           _fmt_table(seeds, scols),
-          f"\nDirection right on every seed: {same_sign}. Mean ratio realized/predicted "
+          f"\nDirection right on every seed: {summary['direction_every_seed']}. Mean ratio realized/predicted "
           f"{summary['ratio_mean']:.3f} (sd over seeds {summary['ratio_sd_over_seeds']:.3f}, typical se "
           f"{summary['ratio_se_typical']:.3f}); exact ratio (exact realized / exact first order) "
           f"{summary['exact_ratio_mean']:.3f}. max |z| realized vs exact {summary['max_abs_z_realized_vs_exact']:.2f}, "
@@ -276,12 +262,35 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['loop_seconds_median']:.1f} s (baseline sampling {summary['baseline_sample_seconds_median']:.1f} s, "
           f"χ {summary['chi_seconds_median']:.2f} s, pattern {summary['pattern_seconds_median'] * 1e3:.1f} ms, "
           f"verify {summary['verify_seconds_median']:.1f} s).\n"]
-    (out / "demo.md").write_text("\n".join(md))
+    return "\n".join(md)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--draws", type=int, default=2000, help="kept draws per chain (4 chains)")
+    ap.add_argument("--out", default=str(ROOT / "validation" / "out" / "patterning"))
+    a = ap.parse_args(argv)
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    print("main table (data seed 0):", flush=True)
+    table, ctx = main_table(a.draws)
+    plot_main_table(table, ctx, out)
+    print(f"{a.seeds} seeds, request +0.1:", flush=True)
+    seeds = seeds_study(a.seeds, a.draws)
+    plot_seeds(seeds, out / "seeds.png")
+    total = time.perf_counter() - t_start
+
+    summary = summarize(table, seeds, ctx, draws=a.draws, n_seeds=a.seeds, total=total)
+    (out / "demo.json").write_text(json.dumps(summary, indent=2, default=float))
+    (out / "demo.md").write_text(markdown(table, seeds, summary))
+    same_sign = summary["direction_every_seed"]
     print(f"\ndirection right on every seed: {same_sign}; mean ratio {summary['ratio_mean']:.3f}; "
           f"loop {summary['loop_seconds_median']:.1f} s; total {total:.0f} s; wrote {out}/demo.md")
     return 0 if same_sign else 1
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     raise SystemExit(main())

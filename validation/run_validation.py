@@ -9,7 +9,7 @@
 Each row samples one posterior (validation/settings.py: the model, its data, nβ, γ, and the
 sampler settings, with the reasons for each number) and records λ̂ ± MCSE, R-hat, ESS, wall
 time, the exact λ, the exact finite-nβ target E[λ̂] where known, z = (λ̂ - target)/MCSE,
-the MALA acceptance of the SG samplers' ε (pplpatterning.workflows.calibrate), the check the row
+the MALA acceptance of the SG samplers' ε (pplpatterning.workflows.acceptance), the check the row
 must pass (settings.py), and ``problems``: the error/warning codes of
 ``diagnose(trace, target=target)`` (``off_target`` when |z| > 3, ``stuck_chain``,
 ``incomplete``, ``rhat``, ...), shown in the report's table and drawn red in its figure.
@@ -24,128 +24,54 @@ the row's (case, backend, sampler); the data seeds are part of the settings.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
-import platform
 import sys
 import time
 import zlib
-from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
+from pplpatterning import GibbsPosterior, diagnose, sample
+from pplpatterning.models import get_model
+from pplpatterning.models.null_targets import null_data, rrr_null_target, rrr_side_integral
+from pplpatterning.samplers.settings import SG_SAMPLERS
+from pplpatterning.workflows.acceptance import mala_acceptance
+from pplpatterning.workflows.compare import finite_target
+
 HERE = Path(__file__).resolve().parent
 
 
-def _load_settings():
-    """validation/settings.py, imported under a private name (no generic `settings` module on sys.path)."""
-    import importlib.util
-
-    name = "_pplpatterning_validation_settings"
+def load_sibling(stem: str) -> ModuleType:
+    """validation/<stem>.py, imported under a private name (``_pplpatterning_validation_<stem>``), so that
+    no generic module name (``settings``, ``report``) is put on sys.path; loaded once per process."""
+    name = f"_pplpatterning_validation_{stem}"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, HERE / "settings.py")
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{stem}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-S = _load_settings()
+S = load_sibling("settings")
+R = load_sibling("report")
 
-from pplpatterning import GibbsPosterior, diagnose, sample  # noqa: E402
-from pplpatterning.workflows.calibrate import mala_acceptance  # noqa: E402
-from pplpatterning.estimators.diagnose import OFF_TARGET_Z  # noqa: E402
-from pplpatterning.workflows.compare import finite_target  # noqa: E402
-from pplpatterning.models import get_model  # noqa: E402
-from pplpatterning.samplers.settings import SG_SAMPLERS  # noqa: E402
-
-__all__ = ["null_data", "rrr_null_target", "rrr_side_integral", "build_posterior", "reference_target", "plan", "run_row", "run_rows",
-           "run_curves", "check_rows", "write_report", "run_validation", "main", "ROW_COLUMNS"]
+__all__ = ["null_data", "rrr_null_target", "rrr_side_integral", "build_posterior", "reference_target", "plan",
+           "run_row", "run_rows", "run_curves", "judge_row", "check_rows", "write_report", "run_validation", "main",
+           "load_sibling", "ROW_COLUMNS"]
 
 ROW_COLUMNS = ["case", "model", "backend", "sampler", "lambda_exact", "multiplicity", "target", "target_source",
                "n_beta", "gamma", "llc", "mcse", "z", "ratio_lambda", "rhat", "ess_bulk", "ess_tail", "mala_acceptance",
                "wall_s", "settings", "check", "passed", "failure", "incomplete", "problems", "notes", "error"]
 
 
-# ------------------------------------------------------------------------- data
-def null_data(model, n: int, seed: int, *, whiten: bool = True) -> dict[str, np.ndarray]:
-    """Data with truth f = 0 whose empirical loss has its exact minimum at w* = 0.
-
-    Draws n/2 points from the model's generator and uses each x_i twice, with noise y_i and
-    -y_i: then Σ_i y_i g(x_i) = 0 for every function g, so for a model with Gaussian noise
-    around f_w(x), L_n(w) - L_n(0) = (1/2n) Σ_i ‖f_w(x_i)‖² ≥ 0 (σ = 1). With ``whiten``
-    and a linear first layer, x is also whitened, (1/n) Σ x xᵀ = I, so that for RRR and
-    DLN L_n(w) - L_n(0) = ½‖W_L···W_1‖²_F, the population K(w), exactly.
-    Needs a model whose truth is the zero function (rrr/dln with r = 0, product,
-    normal_crossing, tanh) and data keys ``x`` and ``y``.
-    """
-    if n < 2 or n % 2:
-        raise ValueError(f"`n` must be an even number ≥ 2 for null data, got {n}.")
-    base = model.generate(n // 2, seed=seed)
-    if set(base) != {"x", "y"}:
-        raise ValueError(f"null data needs a regression model with data keys x, y; {model.name!r} has {sorted(base)}.")
-    c_true = model.consts.get("C_true")
-    if c_true is not None and np.any(np.asarray(c_true) != 0):
-        raise ValueError(f"null data needs a model whose truth is zero; {model.name!r} has true rank r > 0.")
-    x = np.concatenate([base["x"], base["x"]])
-    y = np.concatenate([base["y"], -base["y"]])
-    if whiten:
-        x2 = x.reshape(n, -1)
-        chol = np.linalg.cholesky(x2.T @ x2 / n)
-        x = np.linalg.solve(chol, x2.T).T.reshape(x.shape)
-    return {"x": x, "y": y}
-
-
-def rrr_null_target(M: int, N: int, H: int, n_beta: float, gamma: float, grid: int = 1201) -> float | None:
-    """Exact E[λ̂] for reduced-rank regression with r = 0 on whitened null data.
-
-    There L_n(A, B) - L_n(0) = ½‖BA‖²_F. Given A (H×M), each of the N rows of B is Gaussian
-    with precision nβ AAᵀ + γI, so with σ_i² the eigenvalues of AAᵀ
-
-        E[λ̂ | A] = (N/2) Σ_i nβσ_i² / (nβσ_i² + γ),
-        p(A) ∝ exp(-γ‖A‖²/2) Π_i (nβσ_i² + γ)^(-N/2),
-
-    and the p = min(H, M) singular values of a Gaussian H×M matrix have density
-    ∝ Π_{i<j} |σ_i² - σ_j²| Π_i σ_i^{|H-M|} (Edelman 1989). The same holds with the roles
-    of A and B (M ↔ N) exchanged; a side with p ≤ 2 is integrated on a log grid
-    (:func:`rrr_side_integral`). Returns None when γ = 0 (improper) or both sides have p > 2.
-    Checked against NUTS (validation/settings.py) and against the product model's own
-    quadrature target for (M, N, H) = (1, 1, 1) (tests/test_validation_quick.py).
-    """
-    if gamma <= 0:
-        return None
-    sides = [(min(H, M), max(H, M), N), (min(H, N), max(H, N), M)]
-    sides = [side for side in sides if side[0] <= 2]
-    if not sides:
-        return None
-    return rrr_side_integral(*min(sides), n_beta=n_beta, gamma=gamma, grid=grid)
-
-
-def rrr_side_integral(p: int, q: int, out: int, *, n_beta: float, gamma: float, grid: int = 1201) -> float:
-    """E[(out/2) Σ_i nβσ_i²/(nβσ_i² + γ)] over the p ≤ 2 singular values σ_i of a q×p factor.
-
-    The density of the σ_i (log grid x = log σ, dσ = σ dx) is
-    Π_{i<j}|σ_i² - σ_j²| Π_i σ_i^{q-p} exp(-γσ_i²/2) (nβσ_i² + γ)^(-out/2); see :func:`rrr_null_target`.
-    """
-    if p not in (1, 2):
-        raise ValueError(f"`p` must be 1 or 2 singular values, got {p}.")
-    s, g = float(n_beta), float(gamma)
-    lo = 0.5 * math.log(g / s) - 12.0
-    hi = 0.5 * math.log(80.0 / g) + 1.0
-    sig2 = np.exp(2 * np.linspace(lo, hi, grid))
-    log_w = (q - p + 1) * 0.5 * np.log(sig2) - g * sig2 / 2 - 0.5 * out * np.log(s * sig2 + g)
-    f1 = s * sig2 / (s * sig2 + g)
-    if p == 1:
-        w = np.exp(log_w - log_w.max())
-        return float(out / 2 * np.sum(w * f1) / np.sum(w))
-    lw = log_w[:, None] + log_w[None, :] + np.log(np.abs(sig2[:, None] - sig2[None, :]) + 1e-300)
-    w = np.exp(lw - lw.max())
-    return float(out / 2 * np.sum(w * (f1[:, None] + f1[None, :])) / np.sum(w))
-
-
+# ------------------------------------------------------------- posteriors and targets
 def build_posterior(case: S.Case) -> GibbsPosterior:
     """The case's GibbsPosterior (model, data, nβ, γ as in settings.py)."""
     model = get_model(case.model, **dict(case.model_args))
@@ -211,7 +137,8 @@ def row_seed(seed: int, *parts: str) -> int:
 
 
 # ---------------------------------------------------------------------- running
-def _check(row: dict[str, Any], check: str) -> tuple[bool, str]:
+def judge_row(row: dict[str, Any], check: str) -> tuple[bool, str]:
+    """(passed, failure): whether a row passes its documented check (settings.py) and R-hat ≤ R_HAT_MAX, and why not."""
     if row.get("error"):
         return False, "run failed"
     fails = []
@@ -266,7 +193,7 @@ def run_row(case_name: str, backend: str, sampler: str, seed: int, *, posterior:
             problems.append("mala_acceptance_failed")
             row["notes"] = "; ".join(filter(None, [row["notes"], f"MALA acceptance failed: {type(exc).__name__}: {exc}"]))
     row["problems"] = ",".join(problems)
-    row["passed"], row["failure"] = _check(row, case.check)
+    row["passed"], row["failure"] = judge_row(row, case.check)
     return row
 
 
@@ -329,117 +256,10 @@ def check_rows(table: pd.DataFrame) -> list[str]:
 
 
 # ----------------------------------------------------------------------- report
-def _fmt(v: Any, spec: str = ".4f") -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "—"
-    return format(v, spec)
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def write_report(table: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path, *, mode: str, seed: int,
                  wall_s: float) -> Path:
-    """Write ``report.md`` and the figures (``figures/*.png``) into ``out_dir``."""
-    from pplpatterning.plots import plot_nbeta_curves, plot_target_ratios
-
-    out = Path(out_dir)
-    figs = out / "figures"
-    figs.mkdir(parents=True, exist_ok=True)
-    fig_ratio = plot_target_ratios(table, figs / "llc_vs_target.png",
-                                   title=f"λ̂ ± 2 MCSE per row; solid = exact finite-nβ target, dashed = λ ({mode} run, seed {seed})")
-    fig_curves = plot_nbeta_curves(curves, figs / "nbeta_curves.png") if len(curves) else None
-
-    now = datetime.now(timezone.utc)
-    n_fail = int((~table["passed"].astype(bool)).sum())
-    n_find = int((table["problems"].fillna("") != "").sum())
-    lines = [
-        f"# pplpatterning validation report ({mode})",
-        "",
-        f"- Date: {now:%Y-%m-%d %H:%M} UTC; seed {seed}; wall time {wall_s / 60:.1f} min on "
-        f"{platform.machine()} ({_cpu_count()} cores), Python {platform.python_version()}.",
-        f"- Rows: {len(table)}; failing their check: {n_fail}; with a diagnose() finding: {n_find}.",
-        f"- Reproduce: `.venv/bin/python validation/run_validation.py {'--quick ' if mode == 'quick' else ''}"
-        f"--seed {seed}` (settings: validation/settings.py).",
-        "",
-        "Checks (validation/settings.py): **target** = |λ̂ - E[λ̂]| ≤ 4 MCSE against the exact finite-nβ target; "
-        f"**lambda15** = |λ̂/λ - 1| ≤ {S.LAMBDA_TOLERANCE:g}; **report** = no assertion. Every row must also have "
-        f"R-hat ≤ {S.R_HAT_MAX}. z = (λ̂ - target)/MCSE. MALA acc. = acceptance of the SG sampler's ε at its draws "
-        "(pplpatterning.workflows.calibrate). Findings = diagnose(trace, target=target)'s error and warning codes "
-        f"(off_target: |z| > {OFF_TARGET_Z:g}; see pplpatterning.estimators.diagnose); rows with a finding are red in the "
-        "figure and marked ⚠ in the table.",
-        "",
-        "## Cases",
-        "",
-    ]
-    case_rows = []
-    for name in dict.fromkeys(table["case"]):
-        c = S.CASES[name]
-        sub = table[table["case"] == name].iloc[0]
-        case_rows.append([name, c.label(), f"{c.n}", _fmt(sub["n_beta"], ".4g"), f"{c.gamma:g}", c.data, c.check,
-                          c.why])
-    lines.append(_markdown_table(["case", "model", "n", "nβ", "γ", "data", "check", "why"], case_rows))
-    lines += ["", "## Results", "", f"![λ̂ per row](figures/{fig_ratio.name})", ""]
-    res_rows = []
-    for r in table.itertuples():
-        lam = _fmt(r.lambda_exact, ".4g") + ("" if pd.isna(r.multiplicity) else f" (m={int(r.multiplicity)})")
-        tgt = _fmt(r.target) + (" †" if r.target_source and r.target_source != "target_fn" else "")
-        est = "error" if r.error else f"{r.llc:.4f} ± {r.mcse:.4f}"
-        status = "✓" if r.passed else f"✗ {r.failure}"
-        findings = f"⚠ {r.problems}" if isinstance(r.problems, str) and r.problems else ""
-        res_rows.append([r.case, r.backend, r.sampler, lam, tgt, est, _fmt(r.z, "+.2f"), _fmt(r.ratio_lambda, ".3f"),
-                         _fmt(r.rhat), _fmt(r.ess_bulk, ".0f"), _fmt(r.mala_acceptance, ".3f"), _fmt(r.wall_s, ".1f"),
-                         r.check, status, findings, r.settings])
-    lines.append(_markdown_table(
-        ["case", "backend", "sampler", "λ", "target", "λ̂ ± MCSE", "z", "λ̂/λ", "R-hat", "ESS", "MALA acc.",
-         "time (s)", "check", "status", "findings", "settings"], res_rows))
-    if (table["target_source"].fillna("") == "singular-value quadrature").any():
-        lines += ["", "† exact E[λ̂] by singular-value quadrature (run_validation.rrr_null_target), "
-                      "not a model target_fn."]
-    failing = table[~table["passed"].astype(bool)]
-    if len(failing):
-        lines += ["", "### Rows failing their check", ""]
-        lines += [f"- {r.case} {r.backend}/{r.sampler}: {r.failure}" + (f" ({r.problems})" if r.problems else "")
-                  for r in failing.itertuples()]
-    flagged = table[(table["problems"].fillna("") != "") & table["passed"].astype(bool)]
-    if len(flagged):
-        lines += ["", "### Rows passing their check with a diagnose() finding", ""]
-        lines += [f"- {r.case} {r.backend}/{r.sampler}: {r.problems}"
-                  + (f" — {r.notes}" if isinstance(r.notes, str) and r.notes else "") for r in flagged.itertuples()]
-    from pplpatterning.models import MODELS
-
-    missing = sorted(set(MODELS) - {S.CASES[c].model for c in table["case"]})
-    if missing:
-        lines += ["", f"Zoo models without a row in this run: {', '.join(missing)}."]
-    errors = table[table["error"].fillna("") != ""]
-    if len(errors):
-        lines += ["", "### Errors", ""] + [f"- {r.case} {r.backend}/{r.sampler}: {r.error}" for r in errors.itertuples()]
-    if fig_curves is not None:
-        lines += ["", "## λ̂ against nβ", "",
-                  "Exact finite-nβ target curves (lines), estimates ± 2 MCSE (points) and the exact λ (dashed). "
-                  "Null data (validation/settings.py) remove the data term, so the curves show the approach to λ "
-                  "itself: fast for m = 1, ~(m-1)/log nβ for m = 2.", "", f"![λ̂ against nβ](figures/{fig_curves.name})",
-                  ""]
-        est = curves[curves["kind"] == "estimate"]
-        lines.append(_markdown_table(
-            ["case", "nβ", "λ̂ ± MCSE", "z", "R-hat", "sampler", "findings"],
-            [[r.case, _fmt(r.n_beta, "g"), f"{r.value:.4f} ± {r.mcse:.4f}", _fmt(getattr(r, "z", None), "+.2f"),
-              _fmt(r.rhat), r.source, f"⚠ {r.problems}" if isinstance(getattr(r, "problems", ""), str)
-              and getattr(r, "problems", "") else ""]
-             for r in est.itertuples()]))
-    lines += ["", "## Settings", "", "```", (HERE / "settings.py").read_text().split('"""')[1].strip(), "```", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path
-
-
-def _cpu_count() -> int:
-    import os
-
-    return os.cpu_count() or 1
+    """Write ``report.md`` and the figures (``figures/*.png``) into ``out_dir`` (validation/report.py)."""
+    return R.write_report(table, curves, out_dir, settings=S, mode=mode, seed=seed, wall_s=wall_s)
 
 
 def run_validation(mode: str = "quick", seed: int = S.SEED, out_dir: str | Path | None = None, *, cases=None,

@@ -5,7 +5,7 @@ to the numbers. Each case has one check (``Case.check``) that every row of it mu
 besides R-hat ≤ 1.01 (the chains agree):
 
 - ``"target"``: λ̂ within 4 MCSE of the exact finite-nβ target E[λ̂] (the model's
-  ``target_fn``, MATH.md §6): closed forms for the regular and the quasi-homogeneous
+  ``target_fn``, docs/math.md §6): closed forms for the regular and the quasi-homogeneous
   models at γ = 0, 1-D/2-D quadrature for the other two-parameter models.
 - ``"lambda15"``: λ̂ within 15 % of the exact λ, for RRR and DLN at safe centres
   (w* = 0, true rank r = 0), which have no ``target_fn``. The settings are chosen so that
@@ -21,7 +21,7 @@ NUTS/HMC: ~200 gradients per draw at ~0.5 ms each).
 
 Why the finite-nβ expectation of λ̂ can sit well below λ, and how these settings avoid it
 -----------------------------------------------------------------------------------------
-(MATH.md §6.) Three effects, each measured here with long NUTS runs:
+(docs/math.md §6.) Three effects, each measured here with long NUTS runs:
 
 1. The data term. With i.i.d. data the centre w* (the truth) is not the minimiser of L_n,
    and E[λ̂] contains -nβ (L_n(w*) - min L_n) ≈ -β·χ²/2: at n = 2000, nβ = 1000 (β = ½) on
@@ -34,7 +34,7 @@ Why the finite-nβ expectation of λ̂ can sit well below λ, and how these sett
 2. Localization. For K homogeneous of degree 2L in w (RRR: L = 2, DLN with 3 layers:
    L = 3), substituting w = u (nβ)^(-1/2L) shows that E[λ̂] depends on nβ and γ only
    through t = γ (nβ)^(-1/L). For RRR (2,2,2,0) the exact value by singular-value
-   quadrature (run_validation.rrr_null_target, checked against NUTS: 1.451 ± 0.026 vs
+   quadrature (models/null_targets.py, checked against NUTS: 1.451 ± 0.026 vs
    1.442 at t = 0.032 and 1.150 ± 0.022 vs 1.155 at t = 0.32) is 0.50 λ at t = 1,
    0.77 λ at t = 0.32, 0.90 λ at t = 0.1, 0.961 λ at t = 0.032, 0.985 λ at t = 0.01.
    γ → 0 is not free either: the posterior is improper at γ = 0 (B = 0, any A) and its
@@ -150,7 +150,7 @@ _frozen = MappingProxyType
 CASES: Mapping[str, Case] = _frozen({
     "regular": Case(
         "regular", _frozen({"d": 2}), n=500, n_beta=None, gamma=0.0, check="target",
-        why="λ = d/2 = 1, m = 1; centre = least-squares estimate, so E[λ̂] = d/2 exactly for every nβ (MATH.md §6)."),
+        why="λ = d/2 = 1, m = 1; centre = least-squares estimate, so E[λ̂] = d/2 exactly for every nβ (docs/math.md §6)."),
     "powers": Case(
         "powers", _frozen({"k": (1, 2)}), n=1000, n_beta=20.0, gamma=0.0, check="target",
         why="K = w₁² + w₂⁴: quasi-homogeneous, λ = 1/2 + 1/4 = 3/4, m = 1; at γ = 0 E[λ̂] = 3/4 exactly for "

@@ -5,7 +5,7 @@
 Precision: every entry point (``sample_chains``, ``evaluate_draws``, ``evaluate_at_centre``,
 ``potential_and_grad``, ``potential_fn`` and the function it returns, ``posterior_args``,
 ``model_from_jax``'s loss on NumPy inputs) runs inside ``jax.enable_x64(True)``: float64
-for that call only (LLC differences are small numbers; MATH.md §2), recorded as the
+for that call only (LLC differences are small numbers; docs/math.md §2), recorded as the
 trace's ``dtype`` attribute. Importing or calling the backend never changes the process's
 JAX configuration (``jax_enable_x64``, the compilation cache; issue 9).
 

@@ -1,6 +1,6 @@
 """Float64 inside the backend, the user's JAX configuration untouched (issue 9).
 
-The loss differences L_n^ρ(w) - L_n^ρ(w*) behind λ̂ are small numbers (MATH.md §2), so
+The loss differences L_n^ρ(w) - L_n^ρ(w*) behind λ̂ are small numbers (docs/math.md §2), so
 the backend computes in float64. It does not turn ``jax_enable_x64`` on for the process:
 every entry point runs inside ``jax.enable_x64(True)``, JAX's thread-local context, so a
 user who keeps x64 off (JAX's default) still gets float64 samples, and their own JAX code

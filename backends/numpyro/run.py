@@ -25,7 +25,7 @@ from .driver import run_segmented
 from .hmc_jitter import JitteredHMC
 from .rule_kernel import RuleKernel
 from .precision import as_data, in_float64
-from .spec import PosteriorArgs, full_batch_loss, model_for, posterior_args
+from .spec import PosteriorArgs, full_batch_loss, model_for, posterior_args, potential_and_grad
 
 __all__ = ["BACKEND", "sample_chains", "evaluate_run", "make_kernel", "stat_fields", "evaluate_draws", "evaluate_at_centre", "Evaluation", "draws_per_chunk",
            "MAX_EVAL_CHUNKS"]
@@ -213,4 +213,5 @@ def evaluate_run(post: GibbsPosterior, result: RunResult, observables: dict, pro
 
 
 #: The NumPyro (JAX) backend (the protocol of pplpatterning.sampling.backend).
-BACKEND = FunctionBackend("numpyro", ("jax", "jaxlib", "numpyro"), evaluate_at_centre, sample_chains, evaluate_run)
+BACKEND = FunctionBackend("numpyro", ("jax", "jaxlib", "numpyro"), evaluate_at_centre, sample_chains, evaluate_run,
+                          potential_and_grad)

@@ -27,7 +27,9 @@ from pplpatterning.samplers.settings import SamplerSettings
 
 from .chains import ChainRun, run_chains, torch_seed
 from .hmc import run_hmc
-from .spec import DTYPE, ChainEnergy, TorchPosterior, as_data_tensor, full_batch_loss, torch_posterior, xp
+from .spec import (
+    DTYPE, ChainEnergy, TorchPosterior, as_data_tensor, full_batch_loss, potential_and_grad, torch_posterior, xp,
+)
 
 __all__ = ["BACKEND", "sample_chains", "evaluate_run", "evaluate_draws", "evaluate_in_blocks", "evaluate_at_centre"]
 
@@ -225,4 +227,5 @@ def _evaluate(tp: TorchPosterior, z: torch.Tensor, observables: dict, probes: Pr
 
 
 #: The Pyro (PyTorch) backend (the protocol of pplpatterning.sampling.backend).
-BACKEND = FunctionBackend("pyro", ("torch", "pyro-ppl"), evaluate_at_centre, sample_chains, evaluate_run)
+BACKEND = FunctionBackend("pyro", ("torch", "pyro-ppl"), evaluate_at_centre, sample_chains, evaluate_run,
+                          potential_and_grad)

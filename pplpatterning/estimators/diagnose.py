@@ -24,7 +24,7 @@ warnings (the run needs more work before the estimate can be trusted)
     ``divergences``     divergent transitions;
     ``low_acceptance``  mean recorded acceptance < 0.5;
     ``loss_not_settled`` early and late means of a chain's loss differ by > 4 standard
-                        errors (Geweke 1992 with ESS-based standard errors; MATH.md §8).
+                        errors (Geweke 1992 with ESS-based standard errors; docs/math.md §8).
 
 A Diagnosis is ``ok`` only when the run is complete and there is no error or warning.
 """

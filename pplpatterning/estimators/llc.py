@@ -3,7 +3,7 @@
     λ̂(w*) = nβ · ( E_p[ L_n^ρ(w) ] - L_n^ρ(w*) )
 
 over the kept (post-burn-in) draws of a Trace (Lau et al. 2023/2024, arXiv 2308.12108;
-MATH.md §2). The expectation is taken of the per-draw ``loss_delta`` series, which each
+docs/math.md §2). The expectation is taken of the per-draw ``loss_delta`` series, which each
 backend computes as the per-sample average of c ρ_i (l_i(w) - l_i(w*)) in float64, so no
 difference of two large means is ever formed. The error bar is the MCSE of the mean of
 that series (arviz-stats ``mcse(method="mean")``: sd / √ESS with the split-chain ESS of the

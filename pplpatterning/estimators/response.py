@@ -1,4 +1,4 @@
-"""The response matrix and its principal susceptibility directions (MATH.md §3).
+"""The response matrix and its principal susceptibility directions (docs/math.md §3).
 
 The response matrix has one row per probe (or per sample z) and one column per observable,
 entries χ(φ_a; q'_r) from :func:`~pplpatterning.estimators.susceptibility.susceptibility` or

@@ -1,6 +1,6 @@
 """Susceptibilities, per-sample attributions and the component-restricted estimator.
 
-Linear response (MATH.md §3; Baker, Wang, Hoogland, Murfet 2025, arXiv 2504.18274). Perturb
+Linear response (docs/math.md §3; Baker, Wang, Hoogland, Murfet 2025, arXiv 2504.18274). Perturb
 the data distribution toward a probe q', q_h = (1-h) q + h q'. The tempered posterior at h
 is p_h ∝ exp(-nβ (L + h ΔL)) (times the localizing prior), ΔL = L_{q'} - L_q^ρ, and
 
@@ -27,7 +27,7 @@ Trace's ``sample_stats/loss``) at the same draws, Σ_j c ρ_j (l_{z_j} - L^ρ) =
 
     Σ_j c ρ_j χ̂_{z_j} = -(n - Σ_j c ρ_j) · Cov̂(φ, L^ρ)      (to rounding),
 
-which is 0 with equal weights (Σ_j χ̂_{z_j} = 0, MATH.md §3) and with normalised weights
+which is 0 with equal weights (Σ_j χ̂_{z_j} = 0, docs/math.md §3) and with normalised weights
 (Σ_j c ρ_j = n); with raw weights of another total it is the stated multiple of Cov(φ, L^ρ).
 
 Everything here reads the Trace only (numpy/xarray), whichever backend sampled it.
@@ -108,7 +108,7 @@ def susceptibility(trace: xr.DataTree, probes: Sequence[str] | str | None = None
 
 def attribution(trace: xr.DataTree, observables: Sequence[str] | str | None = None, *,
                 samples: str = "train", indices=None) -> xr.Dataset:
-    """Per-sample susceptibilities χ_z(φ) = -Cov(φ, l_z - L_q^ρ) (MATH.md §3).
+    """Per-sample susceptibilities χ_z(φ) = -Cov(φ, l_z - L_q^ρ) (docs/math.md §3).
 
     ``samples="train"`` uses the recorded training samples (dim ``sample`` = training
     indices; variable ``weight`` = c ρ_z; Σ_z χ_z = 0 exactly when all are recorded with
@@ -129,7 +129,7 @@ def attribution(trace: xr.DataTree, observables: Sequence[str] | str | None = No
 def component_susceptibility(restricted: xr.DataTree, full: xr.DataTree, *, observable: str | None = None,
                              probes: Sequence[str] | str | None = None, samples: str | None = None,
                              indices=None) -> xr.Dataset:
-    """The component-restricted estimator (MATH.md §3; Baker et al. 2025, App. C.4).
+    """The component-restricted estimator (docs/math.md §3; Baker et al. 2025, App. C.4).
 
     For a component C with weights v (the rest u frozen at u*), take the observable
     φ_C(w) = δ(u - u*) (L(w) - L(w*)), supported on the component. Its covariance with ΔL

@@ -1,5 +1,5 @@
 """Patterning: the data re-weighting that moves chosen observables by chosen amounts
-(docs/math.md §6), planned from a Trace and verified by sampling again.
+(docs/math.md §4), planned from a Trace and verified by sampling again.
 
 Modules, in the order the data flows through them:
 

@@ -1,4 +1,4 @@
-"""Patterning: invert susceptibilities into a data re-weighting (MATH.md §4).
+"""Patterning: invert susceptibilities into a data re-weighting (docs/math.md §4).
 
 Susceptibilities read how the posterior's observables respond to the data; patterning
 writes: given a desired change dμ of the expectations of k observables, find the data
@@ -20,7 +20,7 @@ so with Σ_j δ_j = 0 the first-order change is exactly β X δ. We write δ = �
     predicted Δμ = α β X s           (= α β dμ when dμ is in the range of X)
 
 with X_c = X (I - 11ᵀ/N) the row-centred matrix. The centring imposes Σ s = 0; for the
-equal-weight estimator X 1 = 0 already (MATH.md §3), so X_c = X and s = X⁺ dμ is the
+equal-weight estimator X 1 = 0 already (docs/math.md §3), so X_c = X and s = X⁺ dμ is the
 textbook minimum-norm solution, whose Σ s_j = 0 holds automatically.
 
 Group level. With χ from :func:`~pplpatterning.estimators.susceptibility.susceptibility` over probe data
@@ -59,11 +59,7 @@ import xarray as xr
 
 from pplpatterning.patterning.plan import PatternPlan
 from pplpatterning.patterning.solver import Spectrum, Step, bounded_step, least_norm_step, spectrum
-# Re-exported so that `from pplpatterning.patterning.pattern import verify` keeps working
-# (validation/patterning_demo.py); their home is pplpatterning.patterning.verify.
-from pplpatterning.patterning.verify import Verification, verify
-
-__all__ = ["pattern", "PatternPlan", "check_pattern_options", "verify", "Verification"]
+__all__ = ["pattern", "PatternPlan", "check_pattern_options"]
 
 
 # ----------------------------------------------------------------------------- checks

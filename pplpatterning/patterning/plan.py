@@ -1,5 +1,5 @@
 """The result of patterning: :class:`PatternPlan`, a data re-weighting with its first-order
-prediction (MATH.md §4), how it prints, and how it is applied to a posterior.
+prediction (docs/math.md §4), how it prints, and how it is applied to a posterior.
 
 Built by :func:`~pplpatterning.patterning.pattern.pattern`; checked by
 :func:`~pplpatterning.patterning.verify.verify`.

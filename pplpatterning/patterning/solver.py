@@ -1,4 +1,4 @@
-"""The linear algebra of patterning's inverse problem (MATH.md §4): from the matrix X of
+"""The linear algebra of patterning's inverse problem (docs/math.md §4): from the matrix X of
 susceptibilities and a desired change dμ to the weight change δ = α s.
 
 :func:`~pplpatterning.patterning.pattern.pattern` builds the row-centred matrix X_c (k

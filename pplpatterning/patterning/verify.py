@@ -1,6 +1,6 @@
 """Verification of a patterning plan: re-sample with the new weights, compare with the prediction.
 
-Verification is part of the method (MATH.md §4; Murfet & Wang 2026, arXiv 2601.13548;
+Verification is part of the method (docs/math.md §4; Murfet & Wang 2026, arXiv 2601.13548;
 Wang, Donoway & Murfet 2026, "Patterning in practice"): the plan's Δμ = α κ X s is a
 first-order prediction, so re-sample the re-weighted posterior and measure what happened.
 

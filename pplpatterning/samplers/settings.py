@@ -6,7 +6,7 @@ any compilation or sampling starts.
 Exact samplers (full-batch, Metropolis-corrected or NUTS): ``nuts``, ``hmc``, ``mala``.
 Stochastic-gradient samplers (minibatch, no correction): ``sgld``, ``rmsprop_sgld``, ``sgnht``.
 
-SGLD step (MATH.md §8, Welling & Teh 2011):
+SGLD step (docs/math.md §8, Welling & Teh 2011):
     w ← w - (ε/2) ∇U_batch(w) + √ε ξ,   ξ ~ N(0, I),
     ∇U_batch = nβ ∇L_batch^ρ(w) + γ (w - w*).
 """

@@ -68,18 +68,24 @@ class Backend(Protocol):
         """L_n^ρ, ΔL_n^ρ (if ``with_loss``), observables and probe losses at every kept draw;
         never raises (a failure keeps the evaluated prefix; see :class:`Evaluation`)."""
 
+    def potential_and_grad(self, posterior: GibbsPosterior, params: Mapping[str, Any]) -> tuple[float, dict]:
+        """U(v) and ∇U(v) at one point, as the backend's samplers see them (float64 NumPy);
+        used by checks and by ``calibrate``'s acceptance estimate."""
+
 
 @dataclass
 class FunctionBackend:
     """A :class:`Backend` made of a framework's three functions (what both built-in backends
-    are): ``evaluate_at_centre(posterior, fn)``, ``run(posterior, settings)`` and
-    ``evaluate(posterior, run, observables, probes, *, with_loss)``."""
+    are): ``evaluate_at_centre(posterior, fn)``, ``run(posterior, settings)``,
+    ``evaluate(posterior, run, observables, probes, *, with_loss)`` and
+    ``potential_and_grad(posterior, params)``."""
 
     name: str
     packages: tuple[str, ...]
     evaluate_at_centre: Callable[..., np.ndarray]
     run: Callable[..., RunResult]
     evaluate: Callable[..., Evaluation]
+    potential_and_grad: Callable[..., tuple[float, dict]]
 
 
 _REGISTRY: dict[str, tuple[str, str]] = {

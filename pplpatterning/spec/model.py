@@ -13,11 +13,11 @@ everything the estimators need to check themselves against known answers:
 - ``centre``: the default centre w* (a local minimum of the population loss).
 - ``generate(n, seed)``: a data generator returning ``{name: array with leading dim n}``.
 - ``lam`` / ``multiplicity``: the exact learning coefficient and its multiplicity at the
-  default centre where known (MATH.md §5), else ``None``.
+  default centre where known (docs/math.md §5), else ``None``.
 - ``centre_for(data)``: an optional data-dependent centre (e.g. the least-squares
   estimate, which is the exact minimum of the empirical loss L_n).
 - ``finite_target(posterior)``: optional exact E[λ̂] a perfect sampler returns at the
-  posterior's nβ and γ (MATH.md §6).
+  posterior's nβ and γ (docs/math.md §6).
 
 The ``loss`` must be a module-level function (not a closure or bound method) so that it
 hashes the same across instances; backends key their compiled programs on it.

@@ -11,14 +11,14 @@ it inside the call with ``xp.asarray`` (so one observable serves every backend; 
 ``jax.jit`` the arrays become compile-time constants, so keep ``data`` moderate, e.g. a
 subset, for very large training sets):
 
-- :func:`component_loss` (MATH.md §3; Baker, Wang, Hoogland, Murfet 2025, arXiv 2504.18274,
+- :func:`component_loss` (docs/math.md §3; Baker, Wang, Hoogland, Murfet 2025, arXiv 2504.18274,
   App. C.4): the loss with only one component C's weights moved from w*, the others held
   at w*, minus its value at w*::
 
       φ_C(w) = L(w_C, w*_{-C}) - L(w*) = (1/m) Σ_i [ l_i(w_C, w*_{-C}) - l_i(w*) ]
 
   with L the plain (unweighted) empirical loss on ``data`` (default: the posterior's
-  training data), the difference taken per sample in float64 as for λ̂ (MATH.md §2).
+  training data), the difference taken per sample in float64 as for λ̂ (docs/math.md §2).
   A component is a set of parameter names or a mask ``{name: boolean array}``.
 - :func:`full_loss`: the same with C = all parameters, φ(w) = L(w) - L(w*).
 - :func:`param`: one coordinate of one parameter, φ(w) = w[name][index].
@@ -179,7 +179,7 @@ def component_loss(source, component, *, data=None, centre=None) -> ComponentLos
     centre
         w*; default the posterior's (or model's) centre.
 
-    Source: MATH.md §3; Baker, Wang, Hoogland, Murfet 2025 (arXiv 2504.18274), App. C.4.
+    Source: docs/math.md §3; Baker, Wang, Hoogland, Murfet 2025 (arXiv 2504.18274), App. C.4.
     """
     model, data, centre = _model_data_centre(source, data, centre)
     whole, masks = _resolve_component(model, component)

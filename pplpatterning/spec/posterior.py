@@ -4,7 +4,7 @@
 
 with L_n^ρ(w) = (1/n) Σ_i ρ_i l_i(w) (or Σ_i ρ_i l_i / Σ_i ρ_i when the weights are
 renormalised), w = (u, v) split into frozen parameters u (held at u*) and sampled
-parameters v. Sources: Lau et al. 2023/2024 (arXiv 2308.12108), MATH.md §1.
+parameters v. Sources: Lau et al. 2023/2024 (arXiv 2308.12108), docs/math.md §1.
 
 The potential U(v) = nβ L_n^ρ(u*, v) + (γ/2)||v - v*||² is written here once, against
 the array-API namespace, and both backends compile it.
@@ -355,7 +355,7 @@ def per_sample_loss_delta(loss_fn, params, batch, batch_weights, loss_at_centre,
     """(L^ρ(w), L^ρ(w) - L^ρ(w*)) on a batch, the difference taken per sample.
 
     Averaging c ρ_i (l_i(w) - l_i(w*)) instead of subtracting two means avoids the
-    cancellation that costs ~1e-3 absolute at n = 1e6 in float32 (MATH.md §2).
+    cancellation that costs ~1e-3 absolute at n = 1e6 in float32 (docs/math.md §2).
     """
     losses = loss_fn(params, batch, consts, xp)
     loss = xp.mean(batch_weights * losses)

@@ -1,7 +1,7 @@
 """Probes: the data perturbations whose effect on observables susceptibilities measure.
 
 Perturbing the data distribution q (the posterior's, weights ρ included) toward a probe q',
-q_h = (1-h) q + h q', changes the loss by h ΔL with ΔL = L_{q'} - L_q^ρ (MATH.md §3;
+q_h = (1-h) q + h q', changes the loss by h ΔL with ΔL = L_{q'} - L_q^ρ (docs/math.md §3;
 Baker, Wang, Hoogland, Murfet 2025, arXiv 2504.18274). Two kinds of probe:
 
 - a **data set** q' = {z'_1..z'_m}: the backend records L_{q'}(w) = (1/m) Σ_j l(z'_j; w)

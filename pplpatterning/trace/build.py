@@ -30,10 +30,6 @@ import xarray as xr
 from arviz_base import from_dict
 
 from pplpatterning.trace.attrs import encode_attr
-# Transitional: these names lived here before trace/ was split (attrs, io); importers outside
-# trace/ move to ``pplpatterning.trace`` and then these two lines go.
-from pplpatterning.trace.attrs import run_attrs, trace_attr  # noqa: F401
-from pplpatterning.trace.io import check_schema, load_trace, save_trace  # noqa: F401
 
 __all__ = ["build_trace"]
 
