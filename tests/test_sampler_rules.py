@@ -102,5 +102,6 @@ def test_backends_define_no_update_rule_of_their_own():
     assert not [p for p in root.rglob("*.py") if p.name in names]
     for p in root.rglob("*.py"):
         text = p.read_text()
-        for cls in ("class MALA", "class SGLD", "class RMSPropSGLD", "class SGNHT", "dual_averaging("):
+        for cls in ("class MALA", "class SGLD", "class RMSPropSGLD", "class SGNHT", "dual_averaging(",
+                    "(2.0 * u - 1.0)"):
             assert cls not in text, (p, cls)

@@ -1,11 +1,9 @@
-"""NumPyro's HMC with the step size jittered after burn-in (Neal 2011, "MCMC using
-Hamiltonian dynamics", §5.4.2.2).
+"""NumPyro's HMC with the step size jittered after burn-in by the one rule of
+:mod:`pplpatterning.samplers.step_jitter` (Neal 2011, §5.4.2.2; docs/math.md §8.6).
 
-With a fixed number of leapfrog steps, a trajectory that happens to span about one period
-of some direction of the target returns near its start: the chain barely moves there
-(resonance). Each post-burn-in iteration therefore uses ε · u, u ~ U(1 - j, 1 + j), drawn
-from a key folded off the chain's own key; burn-in adaptation is untouched. Detailed
-balance holds for every fixed ε, so the mixture over ε leaves the target invariant.
+Each post-burn-in iteration integrates with the jittered ε, its u drawn from a key folded
+off the chain's own key; burn-in adaptation is untouched, and the recorded step size is the
+adapted (un-jittered) ε.
 """
 
 from __future__ import annotations
@@ -13,6 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from numpyro.infer import HMC
+
+from pplpatterning.samplers.step_jitter import jittered_step_size
 
 __all__ = ["JitteredHMC"]
 
@@ -44,7 +44,7 @@ class JitteredHMC(HMC):
             u = jax.vmap(_unit_uniform)(keys) if keys.ndim == 2 else _unit_uniform(keys)
             base = state.adapt_state.step_size
             after_burnin = state.i >= num_warmup
-            eps = jnp.where(after_burnin, base * (1.0 + j * (2.0 * u - 1.0)), base)
+            eps = jnp.where(after_burnin, jittered_step_size(base, u, j), base)
             new = inner(state._replace(adapt_state=state.adapt_state._replace(step_size=eps)),
                         model_args, model_kwargs)
             kept = jnp.where(after_burnin, base, new.adapt_state.step_size)

@@ -24,6 +24,7 @@ from pyro.infer.mcmc import HMC, NUTS
 from pyro.infer.mcmc.api import MCMC
 
 from pplpatterning.samplers.settings import SamplerSettings
+from pplpatterning.samplers.step_jitter import jittered_step_size
 
 from .chains import ChainRun, torch_seed
 from .spec import DTYPE, TorchPosterior, gibbs_model
@@ -67,11 +68,9 @@ class RecordingNUTS(_Recording, NUTS):
 class RecordingHMC(_Recording, HMC):
     """Pyro's HMC with a FIXED number of leapfrog steps, recording per-transition statistics.
 
-    After burn-in each transition integrates with ε·u, u ~ U(1 - j, 1 + j) (``step_jitter``
-    j; Neal 2011 §5.4.2.2), against resonance: with a fixed number of steps a trajectory
-    spanning about one period of some direction of the target returns near its start.
-    Detailed balance holds for every fixed ε, so the mixture leaves the target invariant.
-    The recorded ``step_size`` is the adapted (un-jittered) ε, as in the NumPyro backend.
+    After burn-in each transition integrates with ε scaled by U(1 - j, 1 + j) (``step_jitter``
+    j), the rule of :mod:`pplpatterning.samplers.step_jitter`, against resonance. The
+    recorded ``step_size`` is the adapted (un-jittered) ε, as in the NumPyro backend.
     """
 
     def __init__(self, *args, num_steps: int, step_jitter: float = 0.0, **kwargs):
@@ -91,7 +90,7 @@ class RecordingHMC(_Recording, HMC):
         jitter = self.step_jitter > 0 and self._t >= self._warmup_steps
         if jitter:
             u = float(torch.rand(()))
-            self._adapter.step_size = base * (1.0 + self.step_jitter * (2.0 * u - 1.0))
+            self._adapter.step_size = jittered_step_size(base, u, self.step_jitter)
         try:
             out = super().sample(params)
         finally:
