@@ -1,6 +1,6 @@
 """Weight-restricted and data-refined posteriors, and models split into components.
 
-Refined LLCs (docs/math.md §2; Wang, Farrugia-Roberts, Hoogland, Carroll, Wei, Murfet 2024,
+Refined LLCs (docs/math.md §2; Wang, Hoogland, van Wingerden, Furman & Murfet 2024,
 "Differentiation and specialization of attention heads via the refined local learning
 coefficient", arXiv 2410.02984):
 

@@ -24,8 +24,10 @@ sampler's update rule:
   V after burn-in is an average of squared *minibatch* gradients, which is larger by the
   minibatch variance, so this G is an upper bound and the acceptance a conservative one);
 - ``sgnht``: the Langevin step ε_L = ε² (one leapfrog step of size ε from a fresh N(0, I)
-  momentum moves w to w - (ε²/2)∇U + ε p: exactly the proposal above with ε_L = ε²;
-  SGNHT's integrator has the same stability limit ε²a < 4 on a curvature a);
+  momentum moves w to w - (ε²/2)∇U + ε p, the proposal above with ε_L = ε²). SGNHT's own
+  integrator kicks the momentum first (w - ε²∇U + ε p: twice that drift), so for SGNHT
+  this acceptance is a proxy that shares the noise scale and the stability limit ε²a < 4
+  on a curvature a, not SGNHT's exact one-step acceptance;
 - a ``mala`` trace with step size s (its convention w' = w - s∇U + √(2s) ξ): ε = 2s, so
   :func:`mala_acceptance` of a MALA chain estimates that chain's own mean ``accept_prob``.
 
