@@ -124,10 +124,12 @@ def run_block(rule, energy: ChainEnergy, state, rnd: dict[str, torch.Tensor], t:
               thinning: int, buffer: DrawBuffer):
     """The steps t, t+1, ... of one block of pre-drawn randomness ``rnd``; keeps every
     ``thinning``-th post-burn-in state in ``buffer``. Returns (state, next t)."""
-    for j in range(next(iter(rnd.values())).shape[0]):
+    k = next(iter(rnd.values())).shape[0]
+    steps = torch.arange(t, t + k)
+    for j in range(k):
         idx = rnd["idx"][j] if "idx" in rnd else None
         state, info = rule.step(state, lambda z, idx=idx: Energy(*energy(z, idx)),
-                                {name: rnd[name][j] for name in rule.streams}, torch.tensor(t), xp)
+                                {name: rnd[name][j] for name in rule.streams}, steps[j], xp)
         t += 1
         s = t - num_burnin
         if s > 0 and s % thinning == 0:

@@ -38,10 +38,9 @@ def init(step_size, xp) -> DualAveraging:
     return DualAveraging(zeros, zeros, zeros, xp.log(10.0 * step_size))
 
 
-def update(state: DualAveraging, g, t, xp) -> DualAveraging:
-    """One update with g = target - accept_prob (chains,) at count ``t`` ≥ 1 (an integer
-    array, used in g's floating dtype: torch divides integers in float32 otherwise)."""
-    t = xp.astype(xp.asarray(t), g.dtype)
+def update(state: DualAveraging, g, t) -> DualAveraging:
+    """One update with g = target - accept_prob (chains,) at count ``t`` ≥ 1, an array in
+    g's floating dtype (torch would divide integers in float32)."""
     g_avg = (1 - 1 / (t + T0)) * state.g_avg + g / (t + T0)
     x = state.prox_center - (t ** 0.5) / GAMMA * g_avg
     weight = t ** (-KAPPA)

@@ -18,5 +18,5 @@ __all__ = ["langevin_step"]
 def langevin_step(z, grad, noise, h, xp, precond=None):
     """w - (h/2) G ∇U + √(h G) ξ; ``precond`` G (like z) or None for G = I."""
     if precond is None:
-        return z - (0.5 * h) * grad + scalar_sqrt(h, z, xp) * noise
+        return z - (0.5 * h) * grad + scalar_sqrt(h, xp) * noise
     return z - (0.5 * h) * precond * grad + xp.sqrt(h * precond) * noise

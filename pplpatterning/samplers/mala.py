@@ -75,7 +75,8 @@ class MALA(Rule):
         potential = xp.where(accept, new.potential, state.potential)
 
         in_burnin = t < self.num_burnin
-        adapted = dual_averaging.update(state.adaptation, self.target_accept - accept_prob, t + 1, xp)
+        count = xp.astype(t, eps.dtype) + 1.0  # the adaptation's 1-based count, exact in float64
+        adapted = dual_averaging.update(state.adaptation, self.target_accept - accept_prob, count)
         log_eps = xp.where(t == self.num_burnin - 1, adapted.x_avg, adapted.x)
         eps = xp.where(in_burnin, xp.exp(log_eps), eps)
         adaptation = dual_averaging.DualAveraging(

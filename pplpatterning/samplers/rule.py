@@ -22,6 +22,7 @@ numbers, device placement and the loop.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 __all__ = ["Energy", "Rule", "grad_norm", "scalar_sqrt"]
@@ -60,7 +61,7 @@ def grad_norm(grad, xp):
     return xp.linalg.vector_norm(grad, axis=-1)
 
 
-def scalar_sqrt(h, like, xp):
-    """√h for a Python number (in the floating dtype of the array ``like``; torch would
-    otherwise take float32) or an array, computed by ``xp``."""
-    return xp.sqrt(xp.asarray(h, dtype=like.dtype) if isinstance(h, (int, float)) else h)
+def scalar_sqrt(h, xp):
+    """√h: ``math.sqrt`` for a Python number (a float64 constant; no array is made), else
+    ``xp.sqrt``."""
+    return math.sqrt(h) if isinstance(h, (int, float)) else xp.sqrt(h)

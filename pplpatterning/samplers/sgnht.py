@@ -48,7 +48,7 @@ class SGNHT(Rule):
     def step(self, state: SGNHTState, energy, noise, t, xp):
         e = energy(state.z)
         eps, xi = self.step_size, state.thermostat
-        kick = scalar_sqrt(2 * self.diffusion * eps, state.p, xp)
+        kick = scalar_sqrt(2 * self.diffusion * eps, xp)
         p = state.p - eps * xi[..., None] * state.p - eps * e.grad + kick * noise["noise"]
         z = state.z + eps * p
         xi = xi + eps * (xp.sum(p * p, axis=-1) / p.shape[-1] - 1.0)
