@@ -95,7 +95,8 @@ def steady_rate(workload: str, backend: str, repeats: int = 3) -> float:
     for i in range(repeats + 1):
         t = time.perf_counter()
         with jax.enable_x64(True):  # as the backend runs (it never switches x64 on globally)
-            mcmc.run(jax.random.PRNGKey(i), args, init_params=init, extra_fields=("loss", "loss_delta"))
+            mcmc.run(jax.random.PRNGKey(i), args, init_params=init,
+                     extra_fields=("info.minibatch_loss", "info.minibatch_loss_delta"))
             jax.block_until_ready(mcmc.get_samples())
         times.append(time.perf_counter() - t)
     return steps / min(times[1:])
