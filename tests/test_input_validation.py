@@ -297,7 +297,7 @@ def test_memory_estimate_recorded_in_the_trace(post, monkeypatch):
             return np.asarray(0.0)
 
         @staticmethod
-        def run(posterior, settings):
+        def run(posterior, settings, *, keep_draws=True):
             C, D = settings.num_chains, settings.num_draws
             return RunResult({"a": np.zeros((C, D))}, {}, None, "float64")
 

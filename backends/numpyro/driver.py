@@ -37,16 +37,18 @@ def _all_chains_nonfinite(z: dict, C: int) -> bool:
     return not np.logical_and.reduce(ok).any()
 
 
-def _collect(state, fields):
-    return state.z, {name: attrgetter(path)(state) for path, name in fields.items()}
+def _collect(state, fields, keep_draws: bool):
+    z = state.z if keep_draws else {}
+    return z, {name: attrgetter(path)(state) for path, name in fields.items()}
 
 
 @in_float64
-def run_segmented(kernel, args, init, settings, fields: dict):
+def run_segmented(kernel, args, init, settings, fields: dict, *, keep_draws: bool = True):
     """Burn-in, then the draws in segments, in float64. Returns (samples, extra, reason).
 
     ``samples``/``extra`` are dicts of (chain, draw, ...) arrays; ``reason`` is None for a
-    complete run, else why it stopped early.
+    complete run, else why it stopped early. With ``keep_draws=False`` the parameters of the
+    draws are never collected (``samples`` is empty): only the ``fields`` series are kept.
     """
     C = settings.num_chains
     key = jax.random.PRNGKey(settings.seed)
@@ -62,7 +64,7 @@ def run_segmented(kernel, args, init, settings, fields: dict):
     def draw(state, args, n_draws):
         def body(s, _):
             s = jax.lax.fori_loop(0, thin, lambda _, t: kernel.sample(t, (args,), {}), s)
-            return s, _collect(s, fields)
+            return s, _collect(s, fields, keep_draws)
 
         return jax.lax.scan(body, state, None, length=n_draws)
 
@@ -86,7 +88,7 @@ def run_segmented(kernel, args, init, settings, fields: dict):
             z, extra = jax.device_get((z, extra))
             chunks.append((z, extra))
             bar.update(per_seg * thin)
-            if _all_chains_nonfinite({k: np.asarray(v)[-1] for k, v in z.items()}, C):
+            if _all_chains_nonfinite({k: np.asarray(v) for k, v in state.z.items()}, C):  # the last draw
                 reason = "every chain's parameters became NaN or infinite (reduce the step size or localize more)"
                 break
     except KeyboardInterrupt:

@@ -158,10 +158,10 @@ def evaluate_draws(post: GibbsPosterior, samples: dict, args: PosteriorArgs, obs
     exception (KeyboardInterrupt included) in the chunk starting at draw K keeps the values
     of draws 0..K-1 and leaves the rest NaN (see :class:`Evaluation`).
     """
-    C, D = next(iter(samples.values())).shape[:2]
     pargs = probe_args(probes)
     if not (with_loss or observables or pargs.datasets or pargs.per_sample):
         return Evaluation(None, None, {}, {}, None)
+    C, D = next(iter(samples.values())).shape[:2]
     per_sample = bool(pargs.per_sample)
     s = probes.thinning if per_sample else 1
     step = draws_per_chunk(D, s)
@@ -192,7 +192,7 @@ def evaluate_draws(post: GibbsPosterior, samples: dict, args: PosteriorArgs, obs
 
 
 @in_float64
-def sample_chains(post: GibbsPosterior, settings: SamplerSettings) -> RunResult:
+def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, keep_draws: bool = True) -> RunResult:
     """Compile and run the chains in float64 (inside ``jax.enable_x64(True)``; the process's
     JAX configuration is left as it was): burn-in, then the draws in up to 20 equal compiled
     segments that keep what completed (see .driver)."""
@@ -201,7 +201,8 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings) -> RunResult:
     kernel = make_kernel(post, settings)
     C = settings.num_chains
     init = {k: (jnp.broadcast_to(v, (C,) + v.shape) if C > 1 else v) for k, v in args.centre.items()}
-    samples, extra, reason = run_segmented(kernel, args, init, settings, stat_fields(settings))
+    samples, extra, reason = run_segmented(kernel, args, init, settings, stat_fields(settings),
+                                           keep_draws=keep_draws)
     return RunResult(draws=samples, stats=extra, stop_reason=reason, dtype=str(args.n_beta.dtype),
                      seconds=time.perf_counter() - t_start, context=args)
 

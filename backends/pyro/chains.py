@@ -77,12 +77,13 @@ def draw_block(rule, energy: ChainEnergy, gen: torch.Generator, steps: int, chai
 
 @dataclass
 class ChainRun:
-    """Kept draws ``z: (C, D, d)`` and per-draw ``stats``; ``num_done`` ≤ D are complete.
+    """Kept draws ``z: (C, D, d)`` (None when they were not kept) and per-draw ``stats``;
+    ``num_done`` ≤ D are complete.
 
     ``extra["state"]`` is the rule's final state (e.g. RMSProp's frozen V), for checks.
     """
 
-    z: torch.Tensor
+    z: torch.Tensor | None
     stats: dict[str, torch.Tensor]
     num_done: int
     steps_done: int
@@ -97,27 +98,29 @@ def block_size(chains: int, dim: int, batch_size: int, total: int) -> int:
 
 
 class DrawBuffer:
-    """The kept draws ``z: (C, D, d)`` and per-draw statistics (C, D), filled as draws complete;
-    ``done`` counts the completed draws."""
+    """The kept draws ``z: (C, D, d)`` (None when ``keep_draws`` is False: only the statistics
+    are stored) and per-draw statistics (C, D), filled as draws complete; ``done`` counts the
+    completed draws."""
 
-    def __init__(self, C: int, D: int, d: int, names: tuple[str, ...]):
-        self.z = torch.empty((C, D, d), dtype=DTYPE)
+    def __init__(self, C: int, D: int, d: int, names: tuple[str, ...], keep_draws: bool = True):
+        self.shape = (C, D)
+        self.z = torch.empty((C, D, d), dtype=DTYPE) if keep_draws else None
         self.names = names
         self._stats: dict[str, torch.Tensor] = {}
         self.done = 0
 
     def keep(self, i: int, z: torch.Tensor, info) -> None:
-        self.z[:, i] = z
+        if self.z is not None:
+            self.z[:, i] = z
         for name, value in info._asdict().items():
             if name not in self._stats:
-                self._stats[name] = torch.empty(self.z.shape[:2], dtype=value.dtype)
+                self._stats[name] = torch.empty(self.shape, dtype=value.dtype)
             self._stats[name][:, i] = value
         self.done = i + 1
 
     def stats(self) -> dict[str, torch.Tensor]:
         """Every statistic (NaN where none was ever recorded)."""
-        return {name: self._stats.get(name, torch.full(self.z.shape[:2], math.nan, dtype=DTYPE))
-                for name in self.names}
+        return {name: self._stats.get(name, torch.full(self.shape, math.nan, dtype=DTYPE)) for name in self.names}
 
 
 def run_block(rule, energy: ChainEnergy, state, rnd: dict[str, torch.Tensor], t: int, *, num_burnin: int,
@@ -138,11 +141,12 @@ def run_block(rule, energy: ChainEnergy, state, rnd: dict[str, torch.Tensor], t:
 
 
 def run_chains(rule, energy: ChainEnergy, z0: torch.Tensor, *, num_burnin: int, num_draws: int, thinning: int,
-               gen: torch.Generator, progress_bar: bool = True, desc: str = "") -> ChainRun:
-    """Run all chains of the update rule ``rule`` from ``z0: (C, d)``; see the module docstring."""
+               gen: torch.Generator, progress_bar: bool = True, desc: str = "", keep_draws: bool = True) -> ChainRun:
+    """Run all chains of the update rule ``rule`` from ``z0: (C, d)``; see the module docstring.
+    With ``keep_draws=False`` only the statistics are stored (``ChainRun.z`` is None)."""
     C, d = z0.shape
     T = num_burnin + num_draws * thinning
-    buffer = DrawBuffer(C, num_draws, d, rule.Info._fields)
+    buffer = DrawBuffer(C, num_draws, d, rule.Info._fields, keep_draws)
     K = block_size(C, d, energy.batch_size if not energy.full_batch else 0, T)
     bar = tqdm(total=T, desc=desc or "sampling", unit="step", leave=True, dynamic_ncols=True,
                disable=not progress_bar)

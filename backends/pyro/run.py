@@ -172,28 +172,28 @@ def _torch_threads(work: float):
             torch.set_num_threads(before)
 
 
-def _run(tp: TorchPosterior, post: GibbsPosterior, settings: SamplerSettings) -> ChainRun:
+def _run(tp: TorchPosterior, post: GibbsPosterior, settings: SamplerSettings, keep_draws: bool) -> ChainRun:
     if settings.sampler in ("nuts", "hmc"):
-        return run_hmc(tp, settings)
+        return run_hmc(tp, settings)  # the full loss is evaluated afterwards: the draws are needed
     energy = ChainEnergy(tp, settings.resolved_batch_size(post.n))
     gen = torch.Generator().manual_seed(torch_seed(settings.seed))
     z0 = tp.centre_flat().expand(settings.num_chains, tp.dim).clone()
     return run_chains(rule_for(settings), energy, z0, num_burnin=settings.num_burnin, num_draws=settings.num_draws,
                       thinning=settings.thinning, gen=gen, progress_bar=settings.progress_bar,
-                      desc=f"{settings.sampler} ({settings.num_chains} chains)")
+                      desc=f"{settings.sampler} ({settings.num_chains} chains)", keep_draws=keep_draws)
 
 
-def sample_chains(post: GibbsPosterior, settings: SamplerSettings) -> RunResult:
+def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, keep_draws: bool = True) -> RunResult:
     """Run the chains (NUTS/HMC: Pyro's kernels; the others: the update rules, all chains at
     once); the completed draws as NumPy views and the sampler's statistics sorted by name."""
     t_start = time.perf_counter()
     tp = torch_posterior(post)
     with _torch_threads(settings.num_chains * settings.resolved_batch_size(post.n) * max(tp.dim, 1)):
-        chains = _run(tp, post, settings)
+        chains = _run(tp, post, settings, keep_draws)
     D = chains.num_done
-    z = chains.z[:, :D]
     stats = {name: chains.stats[name][:, :D].numpy() for name in sorted(chains.stats)}
-    draws = {name: a.numpy() for name, a in tp.unflatten(z).items()}
+    z = chains.z[:, :D] if chains.z is not None else None
+    draws = {name: a.numpy() for name, a in tp.unflatten(z).items()} if z is not None else {}
     return RunResult(draws=draws, stats=stats, stop_reason=chains.stop_reason, dtype=str(DTYPE).removeprefix("torch."),
                      seconds=time.perf_counter() - t_start, context=(tp, z))
 

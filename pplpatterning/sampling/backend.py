@@ -31,7 +31,8 @@ class RunResult:
     """What a backend's ``run`` returns.
 
     ``draws``: the kept draws per parameter name, NumPy arrays (chain, draw, ...), every
-    chain with the same number of completed draws; ``stats``: the sampler's per-draw
+    chain with the same number of completed draws (empty when ``run`` was asked not to keep
+    them); ``stats``: the sampler's per-draw
     statistics (chain, draw), in the order they should appear in ``sample_stats`` after
     ``loss`` and ``loss_delta``; ``stop_reason``: None for a complete run, else why it stopped
     early (the draws completed before that are kept); ``dtype``: the floating precision of
@@ -47,7 +48,9 @@ class RunResult:
 
     @property
     def num_draws(self) -> int:
-        return int(next(iter(self.draws.values())).shape[1]) if self.draws else 0
+        """Completed draws per chain (from the draws, or the statistics when no draw was kept)."""
+        series = self.draws or self.stats
+        return int(next(iter(series.values())).shape[1]) if series else 0
 
 
 class Backend(Protocol):
@@ -60,8 +63,10 @@ class Backend(Protocol):
     def evaluate_at_centre(self, posterior: GibbsPosterior, fn: Callable[..., Any]) -> np.ndarray:
         """``fn(params, consts, xp)`` once, eagerly, at w* (all parameters, backend arrays)."""
 
-    def run(self, posterior: GibbsPosterior, settings: SamplerSettings) -> RunResult:
-        """Compile and run the chains (raise only when no draw was kept)."""
+    def run(self, posterior: GibbsPosterior, settings: SamplerSettings, *, keep_draws: bool = True) -> RunResult:
+        """Compile and run the chains (raise only when no draw was kept). With
+        ``keep_draws=False`` the draws' parameters are never stored (nothing after sampling
+        needs them): the run holds only the per-draw statistics."""
 
     def evaluate(self, posterior: GibbsPosterior, run: RunResult, observables: Mapping[str, Callable[..., Any]],
                  probes: ProbePlan | None, *, with_loss: bool) -> Evaluation:

@@ -21,7 +21,7 @@ import xarray as xr
 from pplpatterning.samplers.settings import SamplerSettings
 from pplpatterning.sampling.backend import BACKENDS, Backend, RunResult, check_backend_name, get_backend
 from pplpatterning.sampling.evaluation import Evaluation, incomplete_reason
-from pplpatterning.sampling.memory import SampleMemoryError, check_memory, estimate_memory
+from pplpatterning.sampling.memory import SampleMemoryError, check_memory, draws_needed, estimate_memory
 from pplpatterning.spec.observables import validate_observables
 from pplpatterning.spec.posterior import GibbsPosterior
 from pplpatterning.spec.probes import ProbePlan, Probes, dataset_losses, sample_losses
@@ -129,7 +129,9 @@ def sample(
                           plan=plan)
     module = get_backend(backend)
     check_at_centre(module, posterior, observables, plan)
-    run = module.run(posterior, settings)
+    keep_draws = draws_needed(settings, keep_params=bool(keep_params), num_observables=len(observables),
+                              has_probes=plan is not None)
+    run = module.run(posterior, settings, keep_draws=keep_draws)
     trace = assemble_trace(module, posterior, settings, run, observables, plan, keep_params=bool(keep_params))
     trace.attrs["memory_estimate_bytes"] = int(memory)
     return trace

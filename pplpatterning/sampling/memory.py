@@ -6,7 +6,7 @@ from pplpatterning.samplers.settings import SamplerSettings
 from pplpatterning.spec.posterior import GibbsPosterior
 from pplpatterning.spec.probes import MEMORY_COPIES, ProbePlan, available_memory, format_gb
 
-__all__ = ["SampleMemoryError", "estimate_memory", "check_memory", "STATE_COPIES", "PER_DRAW_STATS"]
+__all__ = ["SampleMemoryError", "draws_needed", "estimate_memory", "check_memory", "STATE_COPIES", "PER_DRAW_STATS"]
 
 #: Copies of the d parameters each chain keeps while sampling: position, gradient, momentum,
 #: a proposal with its gradient, adaptation (mass matrix, RMSProp V) and the backend's buffers.
@@ -20,6 +20,15 @@ class SampleMemoryError(MemoryError, ValueError):
     """The run asked for will not fit in memory (raised before anything is compiled)."""
 
 
+def draws_needed(settings: SamplerSettings, *, keep_params: bool, num_observables: int, has_probes: bool) -> bool:
+    """Whether a run must hold every kept draw's parameters: to return them (``keep_params``),
+    or to evaluate the full loss, observables or probes after sampling. An SG run with
+    ``loss_estimate="minibatch"`` and nothing else to evaluate holds only its statistics, so
+    its memory does not grow with d × draws."""
+    minibatch = settings.is_stochastic_gradient and settings.loss_estimate == "minibatch"
+    return bool(keep_params or not minibatch or num_observables or has_probes)
+
+
 def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, keep_params: bool,
                     num_observables: int = 0, plan: ProbePlan | None = None) -> dict[str, int]:
     """Bytes a run needs, by part (a lower bound of the peak, float64 = 8 bytes each):
@@ -27,7 +36,8 @@ def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, kee
     - ``state``: C × (STATE_COPIES × d + B) × 8: each chain's sampler state and its per-sample
       losses on a batch of B rows (chains run as one vectorised batch);
     - ``draws``: C × D × (k d + PER_DRAW_STATS + #observables + #probe data sets) × 8: the kept
-      draws, which are held for the evaluation after sampling (k = 1), with a second copy when
+      draws, which are held for the evaluation after sampling (k = 1; k = 0 when nothing needs
+      them, see :func:`draws_needed`), with a second copy when
       ``keep_params`` (NumPyro concatenates its segments: k = 2);
     - ``probes``: the per-sample probe losses at their peak, MEMORY_COPIES × plan.memory_bytes.
 
@@ -36,7 +46,10 @@ def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, kee
     d = posterior.model.dim
     rows = settings.resolved_batch_size(posterior.n)
     num_sets = 0 if plan is None else len(plan.datasets)
-    per_draw = (d * (2 if keep_params else 1) + PER_DRAW_STATS + num_observables + num_sets) * _BYTES
+    held = draws_needed(settings, keep_params=keep_params, num_observables=num_observables,
+                        has_probes=plan is not None)
+    copies = 2 if keep_params else int(held)
+    per_draw = (d * copies + PER_DRAW_STATS + num_observables + num_sets) * _BYTES
     return {
         "state": settings.num_chains * (STATE_COPIES * d + rows) * _BYTES,
         "draws": settings.num_chains * settings.num_draws * per_draw,
