@@ -14,6 +14,8 @@ from pplpatterning.samplers.langevin import langevin_step
 from pplpatterning.samplers.registry import register_sampler, unregister_sampler
 from pplpatterning.samplers.rule import Rule, grad_norm
 from pplpatterning.samplers.sgld import MinibatchInfo, SGLDState
+from pplpatterning.sampling.backend import FunctionBackend, RunResult, register_backend, unregister_backend
+from pplpatterning.sampling.evaluation import Evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "pplpatterning"
@@ -171,3 +173,36 @@ def test_every_code_path_named_in_the_docs_exists():
         paths = set(re.findall(r"`((?:pplpatterning|backends|models|validation|tests)/[\w/]+\.py)", text))
         missing = sorted(p for p in paths if not (ROOT / p).exists())
         assert not missing, (doc, missing)
+
+
+# -- the "adding a backend" recipe: a backend registered by name runs under sample() ----------
+def _echo_run(posterior, settings, *, keep_draws=True):
+    """A stand-in framework: every draw sits at the centre w* (no sampling at all)."""
+    C, D = settings.num_chains, settings.num_draws
+    draws = {k: np.broadcast_to(np.asarray(v), (C, D) + np.shape(v)).copy() for k, v in posterior.centre.items()}
+    return RunResult(draws if keep_draws else {}, {"accept_prob": np.ones((C, D))}, None, "float64")
+
+
+def _echo_evaluate(posterior, run, observables, probes, *, with_loss):
+    C, D = run.stats["accept_prob"].shape
+    return Evaluation(np.full((C, D), posterior.loss_at_centre), np.zeros((C, D)), {}, {}, None)
+
+
+BACKEND = FunctionBackend("echo", (), lambda posterior, fn: np.asarray(0.0), _echo_run, _echo_evaluate,
+                          lambda posterior, params: (0.0, {}))
+
+
+def test_a_registered_backend_runs_under_sample(tiny_model, tiny_data):
+    import pplpatterning as pp
+
+    register_backend("echo", __name__)
+    try:
+        tr = pp.sample(pp.GibbsPosterior(tiny_model, tiny_data), backend="echo", sampler="mala", num_chains=2,
+                       num_draws=5, num_burnin=0, progress_bar=False)
+    finally:
+        unregister_backend("echo")
+    assert tr.attrs["backend"] == "echo" and tr.attrs["incomplete"] == 0
+    assert tr["sample_stats"]["loss_delta"].shape == (2, 5) and float(abs(tr["sample_stats"]["loss_delta"]).max()) == 0
+    assert pp.llc(tr).llc == 0.0
+    with pytest.raises(ValueError, match="`backend` must be one of"):
+        pp.sample(pp.GibbsPosterior(tiny_model, tiny_data), backend="echo")

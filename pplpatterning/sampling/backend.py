@@ -117,6 +117,7 @@ def unregister_backend(name: str) -> None:
 
 
 def check_backend_name(name: Any) -> str:
+    """``name`` if a backend is registered under it, else a ValueError listing the names."""
     if name not in _REGISTRY:
         raise ValueError(f"`backend` must be one of {list(_REGISTRY)}, got {name!r}.")
     return name
