@@ -17,7 +17,7 @@ import xarray as xr
 
 __all__ = [
     "plot_comparison", "plot_principal_directions", "new_figure", "save_figure", "plot_calibration",
-    "plot_target_ratios", "plot_nbeta_curves", "plot_posterior_shift", "plot_linear_response",
+    "plot_posterior_shift", "plot_linear_response", "problem_codes", "FINDING_COLOR",
 ]
 
 
@@ -43,7 +43,7 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
 FINDING_COLOR = "tab:red"
 
 
-def _problems(table: pd.DataFrame) -> list[str]:
+def problem_codes(table: pd.DataFrame) -> list[str]:
     """Each row's problem codes ("" when healthy), with ``incomplete`` added when flagged."""
     probs = table["problems"] if "problems" in table else [""] * len(table)
     incomplete = table["incomplete"] if "incomplete" in table else [False] * len(table)
@@ -65,7 +65,7 @@ def plot_comparison(table: pd.DataFrame, path: str | Path, title: str = "") -> P
     their codes written next to them, and the legend says "finding".
     """
     ok = table[table["error"].fillna("") == ""]
-    problems = _problems(ok)
+    problems = problem_codes(ok)
     labels = [f"{b} / {s}" for b, s in zip(ok["backend"], ok["sampler"])]
     y = np.arange(len(ok))
     fig = new_figure((7.5, 1.2 + 0.45 * max(len(ok), 1)))
@@ -319,90 +319,3 @@ def plot_linear_response(table: pd.DataFrame, path: str | Path, *, title: str | 
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(title or "Linear response: realized vs predicted")
     return save_figure(fig, path, dpi=110)
-
-
-def plot_target_ratios(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
-    """Every row of a validation table as λ̂ ± 2 MCSE, one panel per case (validation/run_validation.py).
-
-    Rows are (backend, sampler), numpyro blue and pyro orange; rows with a diagnose()
-    finding (``problems``: off_target for |z| > 3, stuck_chain, incomplete, ...) are red with
-    red tick labels, rows failing their check are crosses. The solid line is the exact
-    finite-nβ target (``target``) where known, the dashed line the exact λ; cases checked
-    against λ (``check == "lambda15"``) shade λ ± 15 %. Failed runs are left out.
-    """
-    from matplotlib.lines import Line2D
-
-    ok = table[table["error"].fillna("") == ""]
-    cases = list(dict.fromkeys(ok["case"]))
-    ncol = min(3, max(len(cases), 1))
-    nrow = max(1, -(-len(cases) // ncol))
-    per_panel = max([int((ok["case"] == c).sum()) for c in cases] or [1])
-    fig = new_figure((4.2 * ncol, (0.9 + 0.22 * per_panel) * nrow + 0.4))
-    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
-    for ax, case in zip(axes, cases):
-        sub = ok[ok["case"] == case]
-        y = np.arange(len(sub))
-        probs = _problems(sub)
-        for yi, r, p in zip(y, sub.itertuples(), probs):
-            c = FINDING_COLOR if p else ("tab:blue" if r.backend == "numpyro" else "tab:orange")
-            se = float(r.mcse) if np.isfinite(float(r.mcse)) else 0.0
-            ax.errorbar(r.llc, yi, xerr=2 * se, fmt="o" if r.passed else "x", color=c, capsize=2, ms=4)
-        first = sub.iloc[0]
-        if pd.notna(first["target"]):
-            ax.axvline(float(first["target"]), color="k", lw=1.2)
-        lam = first["lambda_exact"]
-        if pd.notna(lam):
-            ax.axvline(float(lam), color="gray", ls="--", lw=1)
-            if first.get("check") == "lambda15":
-                ax.axvspan(0.85 * lam, 1.15 * lam, color="gray", alpha=0.12, lw=0)
-        ax.set_yticks(y, [f"{'np' if b == 'numpyro' else 'pyro'}/{s}" for b, s in zip(sub["backend"], sub["sampler"])],
-                      fontsize=7)
-        for tick, p in zip(ax.get_yticklabels(), probs):
-            if p:
-                tick.set_color(FINDING_COLOR)
-        ax.invert_yaxis()
-        ax.tick_params(axis="x", labelsize=7)
-        ax.set_title(f"{first['model']}\nnβ={first['n_beta']:.4g}, γ={first['gamma']:g}", fontsize=8)
-    for ax in axes[len(cases):]:
-        ax.set_visible(False)
-    handles = [Line2D([], [], color=FINDING_COLOR, marker="o", ls="", label="finding (problems column)"),
-               Line2D([], [], color="0.4", marker="x", ls="", label="failed its check")]
-    fig.legend(handles=handles, loc="lower right", fontsize=8)
-    fig.suptitle(title or "λ̂ ± 2 MCSE: solid = exact finite-nβ target, dashed = λ (× = failed its check, "
-                          "red = diagnose() finding)", fontsize=9)
-    return save_figure(fig, path)
-
-
-def plot_nbeta_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Path:
-    """λ̂ against nβ per case: exact target curve, estimates ± 2 MCSE, and the exact λ (log x-axis).
-
-    ``curves`` has columns case, model, kind ("target" or "estimate"), n_beta, value, mcse,
-    lambda_exact (as written by validation/run_validation.run_curves).
-    """
-    cases = list(dict.fromkeys(curves["case"]))
-    ncol = min(2, max(len(cases), 1))
-    nrow = max(1, -(-len(cases) // ncol))
-    fig = new_figure((5 * ncol, 3.4 * nrow))
-    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
-    for ax, case in zip(axes, cases):
-        sub = curves[curves["case"] == case]
-        tgt = sub[sub["kind"] == "target"].sort_values("n_beta")
-        est = sub[sub["kind"] == "estimate"].sort_values("n_beta")
-        if len(tgt):
-            ax.plot(tgt["n_beta"], tgt["value"], color="k", lw=1.3, label="exact finite-nβ E[λ̂]")
-        if len(est):
-            ax.errorbar(est["n_beta"], est["value"], yerr=2 * est["mcse"], fmt="o", color="tab:blue", capsize=3,
-                        label="λ̂ ± 2 MCSE")
-        lam = sub["lambda_exact"].dropna()
-        if len(lam):
-            ax.axhline(float(lam.iloc[0]), color="gray", ls="--", lw=1, label=f"λ = {float(lam.iloc[0]):.4g}")
-        ax.set_xscale("log")
-        ax.set_xlabel("nβ")
-        ax.set_ylabel("λ̂")
-        ax.set_title(str(sub["model"].iloc[0]), fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
-    for ax in axes[len(cases):]:
-        ax.set_visible(False)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return save_figure(fig, path)

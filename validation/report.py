@@ -2,7 +2,10 @@
 
 :func:`write_report` writes ``report.md`` (date, seed, settings, the cases, every row with
 its check and diagnose() findings, the failing and flagged rows, the λ̂-against-nβ curves)
-and the figures ``figures/llc_vs_target.png`` and ``figures/nbeta_curves.png``. The
+and the figures ``figures/llc_vs_target.png`` and ``figures/nbeta_curves.png``
+(:func:`plot_target_ratios`, :func:`plot_nbeta_curves`, drawn with the helpers of
+:mod:`pplpatterning.plots`, called through that module; matplotlib's ``Line2D`` is imported
+where it is drawn, as there). The
 settings module (validation/settings.py) is passed in by the runner, which loads it
 (validation/run_validation.py); this module loads nothing itself.
 """
@@ -17,13 +20,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pplpatterning.estimators.diagnose import OFF_TARGET_Z
 from pplpatterning.models import MODELS
-from pplpatterning.plots import plot_nbeta_curves, plot_target_ratios
+import pplpatterning.plots as plots
 
-__all__ = ["write_report", "fmt", "markdown_table"]
+__all__ = ["write_report", "fmt", "markdown_table", "plot_target_ratios", "plot_nbeta_curves"]
 
 
 def fmt(v: Any, spec: str = ".4f") -> str:
@@ -161,3 +165,90 @@ def write_report(table: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path,
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def plot_target_ratios(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Every row of a validation table as λ̂ ± 2 MCSE, one panel per case .
+
+    Rows are (backend, sampler), numpyro blue and pyro orange; rows with a diagnose()
+    finding (``problems``: off_target for |z| > 3, stuck_chain, incomplete, ...) are red with
+    red tick labels, rows failing their check are crosses. The solid line is the exact
+    finite-nβ target (``target``) where known, the dashed line the exact λ; cases checked
+    against λ (``check == "lambda15"``) shade λ ± 15 %. Failed runs are left out.
+    """
+    from matplotlib.lines import Line2D
+
+    ok = table[table["error"].fillna("") == ""]
+    cases = list(dict.fromkeys(ok["case"]))
+    ncol = min(3, max(len(cases), 1))
+    nrow = max(1, -(-len(cases) // ncol))
+    per_panel = max([int((ok["case"] == c).sum()) for c in cases] or [1])
+    fig = plots.new_figure((4.2 * ncol, (0.9 + 0.22 * per_panel) * nrow + 0.4))
+    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
+    for ax, case in zip(axes, cases):
+        sub = ok[ok["case"] == case]
+        y = np.arange(len(sub))
+        probs = plots.problem_codes(sub)
+        for yi, r, p in zip(y, sub.itertuples(), probs):
+            c = plots.FINDING_COLOR if p else ("tab:blue" if r.backend == "numpyro" else "tab:orange")
+            se = float(r.mcse) if np.isfinite(float(r.mcse)) else 0.0
+            ax.errorbar(r.llc, yi, xerr=2 * se, fmt="o" if r.passed else "x", color=c, capsize=2, ms=4)
+        first = sub.iloc[0]
+        if pd.notna(first["target"]):
+            ax.axvline(float(first["target"]), color="k", lw=1.2)
+        lam = first["lambda_exact"]
+        if pd.notna(lam):
+            ax.axvline(float(lam), color="gray", ls="--", lw=1)
+            if first.get("check") == "lambda15":
+                ax.axvspan(0.85 * lam, 1.15 * lam, color="gray", alpha=0.12, lw=0)
+        ax.set_yticks(y, [f"{'np' if b == 'numpyro' else 'pyro'}/{s}" for b, s in zip(sub["backend"], sub["sampler"])],
+                      fontsize=7)
+        for tick, p in zip(ax.get_yticklabels(), probs):
+            if p:
+                tick.set_color(plots.FINDING_COLOR)
+        ax.invert_yaxis()
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"{first['model']}\nnβ={first['n_beta']:.4g}, γ={first['gamma']:g}", fontsize=8)
+    for ax in axes[len(cases):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=plots.FINDING_COLOR, marker="o", ls="", label="finding (problems column)"),
+               Line2D([], [], color="0.4", marker="x", ls="", label="failed its check")]
+    fig.legend(handles=handles, loc="lower right", fontsize=8)
+    fig.suptitle(title or "λ̂ ± 2 MCSE: solid = exact finite-nβ target, dashed = λ (× = failed its check, "
+                          "red = diagnose() finding)", fontsize=9)
+    return plots.save_figure(fig, path)
+
+
+def plot_nbeta_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """λ̂ against nβ per case: exact target curve, estimates ± 2 MCSE, and the exact λ (log x-axis).
+
+    ``curves`` has columns case, model, kind ("target" or "estimate"), n_beta, value, mcse,
+    lambda_exact (as written by validation/run_validation.run_curves).
+    """
+    cases = list(dict.fromkeys(curves["case"]))
+    ncol = min(2, max(len(cases), 1))
+    nrow = max(1, -(-len(cases) // ncol))
+    fig = plots.new_figure((5 * ncol, 3.4 * nrow))
+    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
+    for ax, case in zip(axes, cases):
+        sub = curves[curves["case"] == case]
+        tgt = sub[sub["kind"] == "target"].sort_values("n_beta")
+        est = sub[sub["kind"] == "estimate"].sort_values("n_beta")
+        if len(tgt):
+            ax.plot(tgt["n_beta"], tgt["value"], color="k", lw=1.3, label="exact finite-nβ E[λ̂]")
+        if len(est):
+            ax.errorbar(est["n_beta"], est["value"], yerr=2 * est["mcse"], fmt="o", color="tab:blue", capsize=3,
+                        label="λ̂ ± 2 MCSE")
+        lam = sub["lambda_exact"].dropna()
+        if len(lam):
+            ax.axhline(float(lam.iloc[0]), color="gray", ls="--", lw=1, label=f"λ = {float(lam.iloc[0]):.4g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("nβ")
+        ax.set_ylabel("λ̂")
+        ax.set_title(str(sub["model"].iloc[0]), fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in axes[len(cases):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return plots.save_figure(fig, path)
