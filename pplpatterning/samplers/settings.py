@@ -207,6 +207,12 @@ class SamplerSettings:
         object.__setattr__(self, "options", MappingProxyType(validate_options(self.sampler, merged)))
 
     @property
+    def uses_minibatch_loss(self) -> bool:
+        """True when the recorded loss is the SG sampler's own minibatch loss
+        (``loss_estimate="minibatch"``; refused for exact samplers above)."""
+        return self.loss_estimate == "minibatch"
+
+    @property
     def is_stochastic_gradient(self) -> bool:
         return self.sampler in _STOCHASTIC_GRADIENT
 

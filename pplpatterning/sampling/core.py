@@ -150,7 +150,7 @@ def assemble_trace(module: Backend, posterior: GibbsPosterior, settings: Sampler
     if run.stop_reason is not None:
         warnings.warn(f"Sampling stopped early: {run.stop_reason}. The trace keeps the {D} of "
                       f"{settings.num_draws} draws per chain completed before that.", RuntimeWarning, stacklevel=3)
-    minibatch = settings.is_stochastic_gradient and settings.loss_estimate == "minibatch"  # probes need "full"
+    minibatch = settings.uses_minibatch_loss  # probes need "full"
     t_evaluated = time.perf_counter()
     ev: Evaluation = module.evaluate(posterior, run, observables, plan, with_loss=not minibatch)
     t_evaluated = time.perf_counter() - t_evaluated

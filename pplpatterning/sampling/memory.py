@@ -25,8 +25,7 @@ def draws_needed(settings: SamplerSettings, *, keep_params: bool, num_observable
     or to evaluate the full loss, observables or probes after sampling. An SG run with
     ``loss_estimate="minibatch"`` and nothing else to evaluate holds only its statistics, so
     its memory does not grow with d × draws."""
-    minibatch = settings.is_stochastic_gradient and settings.loss_estimate == "minibatch"
-    return bool(keep_params or not minibatch or num_observables or has_probes)
+    return bool(keep_params or not settings.uses_minibatch_loss or num_observables or has_probes)
 
 
 def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, keep_params: bool,
