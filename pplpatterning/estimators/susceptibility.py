@@ -30,6 +30,13 @@ Trace's ``sample_stats/loss``) at the same draws, Σ_j c ρ_j (l_{z_j} - L^ρ) =
 which is 0 with equal weights (Σ_j χ̂_{z_j} = 0, docs/math.md §3) and with normalised weights
 (Σ_j c ρ_j = n); with raw weights of another total it is the stated multiple of Cov(φ, L^ρ).
 
+Streamed moments. A trace that streamed per-sample moments instead of storing the
+per-sample losses (group ``per_sample_moments``, no ``per_sample_losses``; see
+:func:`pplpatterning.trace.access.uses_sample_moments`) gets the same per-sample χ̂ from
+them (:mod:`pplpatterning.estimators.moments_chi`), equal to the stored-series estimate up
+to rounding, with the batch-means standard error of the same product series instead of
+sd/√ESS (``se_method`` says which; ``ess`` is NaN there).
+
 Everything here reads the Trace only (numpy/xarray), whichever backend sampled it.
 """
 
@@ -41,8 +48,12 @@ import numpy as np
 import xarray as xr
 
 from pplpatterning.estimators.convergence import series_mcse
+from pplpatterning.estimators.moments_chi import (batch_means_method, moment_observables, moments_chi,
+                                                  moments_component_chi, moments_delta_mean)
 from pplpatterning.spec.probes import PER_SAMPLE_GROUP
-from pplpatterning.trace.access import observable_array, probe_deltas, sample_deltas
+from pplpatterning.trace.access import (observable_array, probe_deltas, sample_deltas, sample_moments,
+                                        uses_sample_moments)
+from pplpatterning.trace.moments import MOMENTS_LOSS_DELTA
 from pplpatterning.trace.attrs import trace_attr
 
 __all__ = ["susceptibility", "attribution", "component_susceptibility", "negative_covariance", "CHUNK_BYTES"]
@@ -50,6 +61,7 @@ __all__ = ["susceptibility", "attribution", "component_susceptibility", "negativ
 #: Bytes of one (chain, draw, rows) block of the product series that :func:`negative_covariance`
 #: evaluates at a time (bounds its memory; the result does not depend on it).
 CHUNK_BYTES = 64 * 2**20
+_ARVIZ_MCSE = "MCSE = sd/sqrt(ESS_mean) (arviz-stats)"
 _SE_METHOD = ("MCSE of the mean of the product series (φ-φ̄)(ΔL-ΔL̄): sd/√ESS_mean (arviz-stats), "
               "first-order delta method")
 
@@ -115,8 +127,18 @@ def attribution(trace: xr.DataTree, observables: Sequence[str] | str | None = No
     equal weights, see the module docstring for weights), ``"held_out"`` the held-out
     points (dim ``held_out_sample``). Covariances
     are taken over the thinned draws at which per-sample losses were recorded. Same
-    variables as :func:`susceptibility`.
+    variables as :func:`susceptibility`. A trace that streamed per-sample moments instead
+    (module docstring) gives the same χ̂ with a batch-means ``se`` and NaN ``ess``.
     """
+    if uses_sample_moments(trace):
+        mom = sample_moments(trace, samples, indices)
+        ds = moments_chi(mom, observables)
+        if samples == "train":
+            ds["weight"] = mom["weight"].astype(np.float64)
+        ds.attrs["num_draws"] = int(mom.attrs["num_recorded"])
+        ds = _finish(ds, trace, "chi_z = -Cov(phi, l_z - L_train)")
+        ds.attrs["se_method"] = batch_means_method(mom.sizes["batch"])
+        return ds
     delta = sample_deltas(trace, samples, indices)
     phi = observable_array(trace, observables).sel(draw=delta["draw"].values)
     ds = negative_covariance(phi, delta)
@@ -152,34 +174,61 @@ def component_susceptibility(restricted: xr.DataTree, full: xr.DataTree, *, obse
 
     Standard error: the MCSE of the restricted product series φ_t (ΔL_t - E_p[ΔL]) and the
     MCSE of E_p[ΔL] (independent runs), combined as
-    se² = mcse_C² + (E_{p_C}[φ])² · mcse_p(ΔL)².
+    se² = mcse_C² + (E_{p_C}[φ])² · mcse_p(ΔL)². Per-sample rows of a trace that streamed
+    moments (module docstring) use them, with batch-means MCSEs
+    (:func:`pplpatterning.estimators.moments_chi.moments_component_chi`); ``se_method``
+    says which MCSE each trace gave.
     """
     nb_r, nb_f = float(trace_attr(restricted, "n_beta")), float(trace_attr(full, "n_beta"))
     if not np.isclose(nb_r, nb_f, rtol=1e-12):
         raise ValueError(f"The restricted (nβ={nb_r:g}) and full (nβ={nb_f:g}) traces must share nβ.")
-    if observable is None:
-        phi = restricted["sample_stats"]["loss_delta"].astype(np.float64)
-        name = "component_loss"
+    if samples is not None and uses_sample_moments(restricted):
+        mom = sample_moments(restricted, samples, indices)
+        phi_name = MOMENTS_LOSS_DELTA if observable is None else moment_observables(mom, [observable])[0]
+        centre, full_method = _full_centre(full, mom[mom["delta_shift"].dims[0]], probes, samples, indices)
+        ds = moments_component_chi(mom, centre, phi_name)
+        num_draws, method = int(mom.attrs["num_recorded"]), batch_means_method(mom.sizes["batch"])
     else:
-        phi = observable_array(restricted, [observable]).sel(observable=observable, drop=True)
-        name = observable
-    if samples is None:
-        d_r, d_f = probe_deltas(restricted, probes, None), probe_deltas(full, probes, None)
-    else:
-        d_r, d_f = sample_deltas(restricted, samples, indices), sample_deltas(full, samples, indices)
-        phi = phi.sel(draw=d_r["draw"].values)
-    row = d_r.dims[-1]
-    if not np.array_equal(d_r[row].values, d_f[row].values):
-        raise ValueError(f"The restricted and full traces recorded different {row}s; record the same probes in both.")
-    full_stats = series_mcse(d_f)
-    s = phi * (d_r - full_stats["mean"])
-    r_stats = series_mcse(s)
-    phi_mean = float(phi.mean())
-    se = np.sqrt(r_stats["mcse"] ** 2 + phi_mean**2 * full_stats["mcse"] ** 2)
-    ds = xr.Dataset({"chi": -r_stats["mean"], "se": se, "ess": r_stats["ess"]}).expand_dims(observable=[name])
-    ds = ds.transpose(row, "observable")
-    ds.attrs["num_draws"] = int(phi.sizes["draw"])
+        phi, d_r = _restricted_series(restricted, observable, probes, samples, indices)
+        centre, full_method = _full_centre(full, d_r[d_r.dims[-1]], probes, samples, indices)
+        r_stats = series_mcse(phi * (d_r - centre["mean"]))
+        phi_mean = float(phi.mean())
+        se = np.sqrt(r_stats["mcse"] ** 2 + phi_mean**2 * centre["se"] ** 2)
+        ds = xr.Dataset({"chi": -r_stats["mean"], "se": se, "ess": r_stats["ess"]})
+        num_draws, method = int(phi.sizes["draw"]), _ARVIZ_MCSE
+    name = "component_loss" if observable is None else observable
+    ds = ds.expand_dims(observable=[name]).transpose(centre["mean"].dims[0], "observable")
+    ds.attrs["num_draws"] = num_draws
     ds = _finish(ds, restricted, "chi_C = -E_restricted[phi (dL - E_full[dL])] (App. C.4, without Z_C/Z)")
     ds.attrs["se_method"] = ("sqrt(MCSE_restricted(phi (dL - E_full dL))^2 + E_restricted[phi]^2 MCSE_full(dL)^2), "
-                             "MCSE = sd/sqrt(ESS_mean) (arviz-stats)")
+                             + (method if method == full_method else
+                                f"MCSE_restricted: {method}; MCSE_full: {full_method}"))
     return ds
+
+
+def _restricted_series(restricted: xr.DataTree, observable, probes, samples, indices):
+    """(φ, ΔL) series of the restricted trace for :func:`component_susceptibility`, on the same draws."""
+    if observable is None:
+        phi = restricted["sample_stats"]["loss_delta"].astype(np.float64)
+    else:
+        phi = observable_array(restricted, [observable]).sel(observable=observable, drop=True)
+    if samples is None:
+        return phi, probe_deltas(restricted, probes, None)
+    d_r = sample_deltas(restricted, samples, indices)
+    return phi.sel(draw=d_r["draw"].values), d_r
+
+
+def _full_centre(full: xr.DataTree, rows: xr.DataArray, probes, samples, indices) -> tuple[xr.Dataset, str]:
+    """E_p[ΔL] and its MCSE per row (``mean``, ``se``) from the full trace (stored series or
+    streamed moments) and how the MCSE was taken, checked to have the restricted trace's ``rows``."""
+    if samples is not None and uses_sample_moments(full):
+        mom = sample_moments(full, samples, indices)
+        centre, method = moments_delta_mean(mom), batch_means_method(mom.sizes["batch"])
+    else:
+        stats = series_mcse(probe_deltas(full, probes, None) if samples is None
+                            else sample_deltas(full, samples, indices))
+        centre, method = xr.Dataset({"mean": stats["mean"], "se": stats["mcse"]}), _ARVIZ_MCSE
+    if not np.array_equal(rows.values, centre[rows.name].values):
+        raise ValueError(f"The restricted and full traces recorded different {rows.name}s; record the same probes "
+                         "in both.")
+    return centre, method

@@ -12,7 +12,10 @@ For every observable φ (targeted or not):
   linearity of the empirical covariance, κ Σ_j δ_j χ̂_{z_j}(φ) = -κ Cov̂(φ, ΔL_δ) with the
   single combined probe ΔL_δ = Σ_j δ_j (l_j - L) (groups: Σ_k dh_k (L_k - L)), so se_P is the
   MCSE of that one product series (the estimator of :mod:`pplpatterning.estimators.susceptibility`),
-  which accounts for the correlations between the χ̂_{z_j}. It needs the baseline's
+  which accounts for the correlations between the χ̂_{z_j}. A baseline that streamed
+  per-sample moments gives the same P from the δ-weighted moments (sums and products are
+  linear in ΔL, :func:`pplpatterning.estimators.moments_chi.combine_rows`), with the
+  batch-means se of the same product series. It needs the baseline's
   per-sample (or probe) losses; without them se_P is NaN. When the baseline is the trace
   the plan came from, the trace's value equals P to rounding (tests/test_patterning_exact.py);
 - the linear-response ratio R/P with se from the delta method,
@@ -35,8 +38,10 @@ import pandas as pd
 import xarray as xr
 
 from pplpatterning.estimators.convergence import series_stats
+from pplpatterning.estimators.moments_chi import combine_rows, moments_chi
 from pplpatterning.estimators.susceptibility import negative_covariance
-from pplpatterning.trace.access import observable_array, probe_deltas, sample_deltas
+from pplpatterning.trace.access import (observable_array, probe_deltas, sample_deltas, sample_moments,
+                                        uses_sample_moments)
 from pplpatterning.patterning.plan import PatternPlan
 from pplpatterning.sampling.core import sample
 from pplpatterning.spec.observables import validate_observables
@@ -54,6 +59,14 @@ def prediction_from_trace(trace: xr.DataTree, plan: PatternPlan) -> xr.Dataset:
     Returns a Dataset with ``predicted`` and ``se`` over ``observable``.
     """
     change = plan.change
+    names = [str(o) for o in plan.predicted["observable"].values
+             if o in trace["observables"].data_vars]
+    if plan.level == "sample" and uses_sample_moments(trace):
+        rows = change["sample"].values
+        weights = xr.DataArray(change.values, dims="sample", coords={"sample": rows})
+        combined = combine_rows(sample_moments(trace, "train", rows), weights, "plan")
+        res = moments_chi(combined, names).sel(combo="plan", drop=True)
+        return xr.Dataset({"predicted": plan.scale * res["chi"], "se": plan.scale * res["se"]})
     if plan.level == "sample":
         rows = change["sample"].values
         deltas = sample_deltas(trace, "train", rows)
@@ -62,8 +75,6 @@ def prediction_from_trace(trace: xr.DataTree, plan: PatternPlan) -> xr.Dataset:
         probes = [str(p) for p in change["probe"].values]
         deltas = probe_deltas(trace, probes, None)
         combined = (deltas * xr.DataArray(change.values, dims="probe", coords={"probe": probes})).sum("probe")
-    names = [str(o) for o in plan.predicted["observable"].values
-             if o in trace["observables"].data_vars]
     phi = observable_array(trace, names).sel(draw=combined["draw"].values)
     res = negative_covariance(phi, combined.expand_dims(combo=["plan"]).transpose("chain", "draw", "combo"))
     res = res.sel(combo="plan", drop=True)

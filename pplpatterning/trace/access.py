@@ -5,7 +5,10 @@
 - :func:`training_loss`: the full-batch L_q^ρ(w), the centring term of every ΔL;
 - :func:`observable_array`: the scalar observables φ as one (chain, draw, observable) array;
 - :func:`probe_deltas`: ΔL = L_{q'} - L_q^ρ per probe data set (and per probe mixture);
-- :func:`sample_deltas`: ΔL_z = l_z - L_q^ρ per recorded sample, at the thinned draws.
+- :func:`sample_deltas`: ΔL_z = l_z - L_q^ρ per recorded sample, at the thinned draws;
+- :func:`sample_moments`: the streamed batch sums of φ and ΔL_z instead of that series
+  (:mod:`pplpatterning.trace.moments`), and :func:`uses_sample_moments`, whether the
+  per-sample estimators read them.
 
 A Trace that lacks what is asked for fails with a ValueError that says how to record it.
 """
@@ -19,8 +22,12 @@ import xarray as xr
 
 from pplpatterning.spec.probes import PER_SAMPLE_GROUP, PROBE_GROUP
 from pplpatterning.trace.attrs import trace_attr
+from pplpatterning.trace.moments import MOMENTS_GROUP
 
-__all__ = ["loss_delta", "finite_prefix", "training_loss", "observable_array", "probe_deltas", "sample_deltas"]
+__all__ = ["loss_delta", "finite_prefix", "training_loss", "observable_array", "probe_deltas", "sample_deltas",
+           "sample_moments", "uses_sample_moments"]
+
+_ROW_DIMS = {"train": "sample", "held_out": "held_out_sample"}
 
 
 def loss_delta(trace: xr.DataTree) -> xr.DataArray:
@@ -117,25 +124,71 @@ def probe_deltas(trace: xr.DataTree, probes: Sequence[str] | str | None = None,
     return arr.assign_coords(probe=list(losses)).transpose("chain", "draw", "probe")
 
 
+def _check_samples(samples: str) -> str:
+    """The row dim of ``samples`` ("train" or "held_out")."""
+    if samples not in _ROW_DIMS:
+        raise ValueError(f"`samples` must be 'train' or 'held_out', got {samples!r}.")
+    return _ROW_DIMS[samples]
+
+
+def _select_rows(arr, dim: str, indices):
+    """``arr`` at the recorded rows ``indices`` of ``dim`` (all when None), checked."""
+    if indices is None:
+        return arr
+    idx = np.atleast_1d(np.asarray(indices))
+    missing = np.setdiff1d(idx, arr[dim].values)
+    if missing.size:
+        raise ValueError(f"`indices` {missing[:5].tolist()} were not recorded; the trace has {dim} "
+                         f"{arr[dim].values[:5].tolist()}...")
+    return arr.sel({dim: idx})
+
+
+def uses_sample_moments(trace: xr.DataTree) -> bool:
+    """Whether the per-sample estimators read the streamed moments: the trace has the group
+    :data:`~pplpatterning.trace.moments.MOMENTS_GROUP` and no ``per_sample_losses`` (the
+    stored series wins when a trace has both)."""
+    return MOMENTS_GROUP in trace.children and PER_SAMPLE_GROUP not in trace.children
+
+
 def sample_deltas(trace: xr.DataTree, samples: str = "train", indices=None) -> xr.DataArray:
     """ΔL_z = l_z - L_q^ρ at the thinned draws, (chain, draw, row).
 
     ``samples``: "train" (row dim ``sample``, the training indices) or "held_out" (row dim
     ``held_out_sample``); ``indices``: the recorded rows to use (default: all).
     """
-    if samples not in ("train", "held_out"):
-        raise ValueError(f"`samples` must be 'train' or 'held_out', got {samples!r}.")
-    ds = _group(trace, PER_SAMPLE_GROUP, "pass probes=Probes(per_sample='all' or indices, held_out=...) to sample().")
+    dim = _check_samples(samples)
+    hint = "pass probes=Probes(per_sample='all' or indices, held_out=...) to sample()."
+    if MOMENTS_GROUP in trace.children:
+        hint += (f" This trace streamed per-sample moments instead ({MOMENTS_GROUP!r}): read them with "
+                 "sample_moments(); attribution() and component_susceptibility() use them.")
+    ds = _group(trace, PER_SAMPLE_GROUP, hint)
     if samples not in ds:
         raise ValueError(f"The trace recorded no {samples!r} per-sample losses; it has {list(ds.data_vars)}.")
-    losses = ds[samples].astype(np.float64)
-    dim = "sample" if samples == "train" else "held_out_sample"
-    if indices is not None:
-        idx = np.atleast_1d(np.asarray(indices))
-        missing = np.setdiff1d(idx, losses[dim].values)
-        if missing.size:
-            raise ValueError(f"`indices` {missing[:5].tolist()} were not recorded; the trace has {dim} "
-                             f"{losses[dim].values[:5].tolist()}...")
-        losses = losses.sel({dim: idx})
+    losses = _select_rows(ds[samples].astype(np.float64), dim, indices)
     loss = training_loss(trace).sel(draw=losses["draw"].values)
     return (losses - loss).transpose("chain", "draw", dim)
+
+
+def sample_moments(trace: xr.DataTree, samples: str = "train", indices=None) -> xr.Dataset:
+    """The streamed batch sums of φ̃ = φ - φ(w*) and ΔL̃_z = ΔL_z - ΔL_z(w*) for the recorded rows.
+
+    ``samples``: "train" (row dim ``sample``) or "held_out" (``held_out_sample``);
+    ``indices``: the recorded rows to use (default: all). Returns a Dataset with ``count``
+    (chain, batch), ``phi_sum`` (chain, batch, observable), ``phi_shift`` (observable),
+    ``delta_sum`` (chain, batch, row), ``delta_cross`` (chain, batch, row, observable),
+    ``delta_shift`` (row), and for "train" ``weight`` (sample) = c ρ_z; the group's attrs
+    (``thinning``, ``num_recorded``). See :mod:`pplpatterning.trace.moments`.
+    """
+    dim = _check_samples(samples)
+    ds = _group(trace, MOMENTS_GROUP, "pass probes=Probes(per_sample='all' or indices, held_out=..., stream=True) "
+                "to sample() to stream per-sample moments (stream=False stores the per-sample losses instead).")
+    if f"{samples}_sum" not in ds:
+        raise ValueError(f"The trace streamed no {samples!r} per-sample moments; it has {list(ds.data_vars)}.")
+    out = xr.Dataset({"count": ds["count"], "phi_sum": ds["phi_sum"], "phi_shift": ds["phi_shift"],
+                      "delta_sum": ds[f"{samples}_sum"], "delta_cross": ds[f"{samples}_cross"],
+                      "delta_shift": ds[f"{samples}_shift"]})
+    if samples == "train" and "weight" in ds:
+        out["weight"] = ds["weight"]
+    out = _select_rows(out, dim, indices)
+    out.attrs.update(ds.attrs)
+    return out
