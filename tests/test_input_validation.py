@@ -297,14 +297,10 @@ def test_memory_estimate_recorded_in_the_trace(post, monkeypatch):
             return np.asarray(0.0)
 
         @staticmethod
-        def run(posterior, settings, *, keep_draws=True):
+        def run(posterior, settings, *, record, plan, keep_params):
             C, D = settings.num_chains, settings.num_draws
-            return RunResult({"a": np.zeros((C, D))}, {}, None, "float64")
-
-        @staticmethod
-        def evaluate(posterior, run, observables, probes, *, with_loss):
-            C, D = run.draws["a"].shape
-            return Evaluation(np.zeros((C, D)), np.zeros((C, D)), {}, {}, None)
+            values = Evaluation(np.zeros((C, D)), np.zeros((C, D)), {}, {}, None)
+            return RunResult({"a": np.zeros((C, D))}, {}, None, "float64", values=values)
 
     monkeypatch.setattr(sampling, "get_backend", lambda name: Fake)
     tr = sample(post, num_chains=2, num_draws=10, progress_bar=False)

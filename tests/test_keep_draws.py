@@ -1,7 +1,7 @@
-"""A run holds its draws' parameters only when something needs them (issue 11, item 1, first
-step): with ``loss_estimate="minibatch"``, no observables, no probes and ``keep_params=False``,
-the backend stores only the per-draw statistics, the memory estimate drops the d × draws
-term, and the statistics are those of the same run that keeps its draws."""
+"""A run holds its draws' parameters only when asked (issue 11, item 1): every kept draw's
+loss, observables and probe losses are evaluated inside the sampling loop, so with
+``keep_params=False`` the backend stores only the per-draw values and statistics, the memory
+estimate has no d × draws term, and the values are those of the same run that keeps its draws."""
 
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ import pplpatterning as pp
 from pplpatterning.samplers.settings import SamplerSettings
 from pplpatterning.sampling import memory
 from pplpatterning.sampling.core import get_backend
+from pplpatterning.sampling.record import make_record
 from pplpatterning.models import get_model
 
 KW = dict(sampler="sgld", num_chains=2, num_draws=30, num_burnin=10, step_size=1e-3, batch_size=20, seed=4,
@@ -27,8 +28,9 @@ def test_minibatch_only_run_stores_no_draws_and_the_same_statistics(post, backen
     pytest.importorskip("jax" if backend == "numpyro" else "torch")
     settings = SamplerSettings(**KW, loss_estimate="minibatch")
     module = get_backend(backend)
-    lean = module.run(post, settings, keep_draws=False)
-    full = module.run(post, settings, keep_draws=True)
+    record = make_record(settings, {}, None)
+    lean = module.run(post, settings, record=record, plan=None, keep_params=False)
+    full = module.run(post, settings, record=record, plan=None, keep_params=True)
     assert lean.draws == {} and lean.num_draws == 30
     assert full.draws["w"].shape == (2, 30, 3)
     assert sorted(lean.stats) == sorted(full.stats)
@@ -46,14 +48,23 @@ def test_sample_keeps_draws_only_when_needed(post, backend):
     assert pp.llc(lean) == pp.llc(kept)
 
 
-def test_draws_needed_and_the_memory_estimate_agree(post):
-    mb = SamplerSettings(**KW, loss_estimate="minibatch")
-    full = SamplerSettings(**KW)
-    assert not memory.draws_needed(mb, keep_params=False, num_observables=0, has_probes=False)
-    assert memory.draws_needed(mb, keep_params=False, num_observables=1, has_probes=False)
-    assert memory.draws_needed(mb, keep_params=True, num_observables=0, has_probes=False)
-    assert memory.draws_needed(full, keep_params=False, num_observables=0, has_probes=False)
+@pytest.mark.parametrize("backend", ["numpyro", "pyro"])
+def test_full_loss_and_observables_need_no_stored_draws(post, backend):
+    pytest.importorskip("jax" if backend == "numpyro" else "torch")
+    obs = {"w0": pp.observables.param("w", 0)}
+    lean = pp.sample(post, backend=backend, observables=obs, keep_params=False, **KW)
+    kept = pp.sample(post, backend=backend, observables=obs, keep_params=True, **KW)
+    assert not lean["posterior"].data_vars
+    for group, name in (("sample_stats", "loss"), ("sample_stats", "loss_delta"), ("observables", "w0")):
+        np.testing.assert_array_equal(lean[group][name].values, kept[group][name].values, err_msg=name)
+    np.testing.assert_array_equal(kept["observables"]["w0"].values, kept["posterior"]["w"].values[:, :, 0])
+
+
+def test_the_memory_estimate_holds_draws_only_with_keep_params(post):
     d, C, D = post.model.dim, 2, 30
-    lean = memory.estimate_memory(post, mb, keep_params=False)["draws"]
-    held = memory.estimate_memory(post, full, keep_params=False)["draws"]
-    assert held - lean == C * D * d * 8
+    for loss_estimate in ("minibatch", "full"):
+        settings = SamplerSettings(**KW, loss_estimate=loss_estimate)
+        lean = memory.estimate_memory(post, settings, keep_params=False, num_observables=3)["draws"]
+        kept = memory.estimate_memory(post, settings, keep_params=True, num_observables=3)["draws"]
+        assert kept - lean == 2 * C * D * d * 8  # NumPyro's segments and their concatenation
+        assert lean == C * D * (memory.PER_DRAW_STATS + 3) * 8

@@ -176,19 +176,16 @@ def test_every_code_path_named_in_the_docs_exists():
 
 
 # -- the "adding a backend" recipe: a backend registered by name runs under sample() ----------
-def _echo_run(posterior, settings, *, keep_draws=True):
-    """A stand-in framework: every draw sits at the centre w* (no sampling at all)."""
+def _echo_run(posterior, settings, *, record, plan, keep_params):
+    """A stand-in framework: every draw sits at the centre w* (no sampling at all), and its
+    record is the loss there."""
     C, D = settings.num_chains, settings.num_draws
     draws = {k: np.broadcast_to(np.asarray(v), (C, D) + np.shape(v)).copy() for k, v in posterior.centre.items()}
-    return RunResult(draws if keep_draws else {}, {"accept_prob": np.ones((C, D))}, None, "float64")
+    values = Evaluation(np.full((C, D), posterior.loss_at_centre), np.zeros((C, D)), {}, {}, None)
+    return RunResult(draws if keep_params else {}, {"accept_prob": np.ones((C, D))}, None, "float64", values=values)
 
 
-def _echo_evaluate(posterior, run, observables, probes, *, with_loss):
-    C, D = run.stats["accept_prob"].shape
-    return Evaluation(np.full((C, D), posterior.loss_at_centre), np.zeros((C, D)), {}, {}, None)
-
-
-BACKEND = FunctionBackend("echo", (), lambda posterior, fn: np.asarray(0.0), _echo_run, _echo_evaluate,
+BACKEND = FunctionBackend("echo", (), lambda posterior, fn: np.asarray(0.0), _echo_run,
                           lambda posterior, params: (0.0, {}))
 
 

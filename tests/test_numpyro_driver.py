@@ -44,12 +44,12 @@ def _mcmc_and_driver_match(post, settings, sampler):
     ref = mcmc.get_samples(group_by_chain=True)
     ref_extra = mcmc.get_extra_fields(group_by_chain=True)
 
-    samples, extra, reason = driver.run_segmented(make_kernel(post, settings), args, init, settings, fields)
-    assert reason is None
+    seg = driver.run_segmented(make_kernel(post, settings), args, init, settings, fields)
+    assert seg.reason is None
     for k in ref:
-        np.testing.assert_allclose(samples[k], np.asarray(ref[k]), rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(seg.samples[k], np.asarray(ref[k]), rtol=1e-13, atol=1e-15)
     for path, name in fields.items():
-        np.testing.assert_allclose(extra[name], np.asarray(ref_extra[path]), rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(seg.extra[name], np.asarray(ref_extra[path]), rtol=1e-13, atol=1e-15)
 
 
 def test_segments_divide_the_draws():

@@ -82,9 +82,9 @@ def test_memory_check_names_the_fix():
 
 def test_memory_error_from_sample_before_compiling(post, no_backend):
     with pytest.raises(ProbeMemoryError, match=r"`probes`.*thinning=\d+"):
-        sample(post, num_draws=10**9, probes=Probes(per_sample="all"), progress_bar=False)
+        sample(post, num_draws=10**9, probes=Probes(per_sample="all", stream=False), progress_bar=False)
     with pytest.raises(ProbeMemoryError, match=r"`probes`.*thinning=\d+.*`num_draws`"):
-        sample(post, num_draws=10**9, probes=Probes(per_sample=[0]), progress_bar=False)
+        sample(post, num_draws=10**9, probes=Probes(per_sample=[0], stream=False), progress_bar=False)
 
 
 # ----------------------------------------------------------------- NumPyro recording

@@ -349,7 +349,9 @@ def _interrupting_post():
 
 def test_keyboard_interrupt_keeps_completed_draws():
     post, loss = _interrupting_post()
-    loss.calls, loss.armed = 0, 60  # one vectorised loss call per step: interrupted at step 60
+    # one vectorised loss call at init, one per step, and one more per kept draw (its record):
+    # 1 + 10 burn-in + 2 × 49 kept draws = 109 calls complete, the 110th (step 50) is interrupted
+    loss.calls, loss.armed = 0, 110
     with pytest.warns(RuntimeWarning, match="KeyboardInterrupt"):
         tr = pp.sample(post, backend="pyro", sampler="sgld", num_chains=3, num_draws=100, num_burnin=10,
                        step_size=1e-3, batch_size=50, progress_bar=False)

@@ -2,7 +2,7 @@
 
 ``BACKEND`` is the object ``pplpatterning.sample`` drives (pplpatterning.sampling.backend).
 
-Precision: every entry point (``sample_chains``, ``evaluate_draws``, ``evaluate_at_centre``,
+Precision: every entry point (``sample_chains``, ``evaluate_at_centre``,
 ``potential_and_grad``, ``potential_fn`` and the function it returns, ``posterior_args``,
 ``model_from_jax``'s loss on NumPy inputs) runs inside ``jax.enable_x64(True)``: float64
 for that call only (LLC differences are small numbers; docs/math.md §2), recorded as the
@@ -18,9 +18,9 @@ that repeated runs skip the 2–4 s compile.
 from __future__ import annotations
 
 from .precision import in_float64
-from .run import BACKEND, evaluate_at_centre, evaluate_draws, make_kernel, sample_chains
+from .run import BACKEND, evaluate_at_centre, make_kernel, sample_chains
 from .spec import posterior_args, potential_and_grad, potential_fn
 from .user import model_from_jax
 
-__all__ = ["BACKEND", "model_from_jax", "sample_chains", "make_kernel", "evaluate_draws", "evaluate_at_centre", "posterior_args",
+__all__ = ["BACKEND", "model_from_jax", "sample_chains", "make_kernel", "evaluate_at_centre", "posterior_args",
            "potential_fn", "potential_and_grad", "in_float64"]

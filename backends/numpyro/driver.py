@@ -8,27 +8,93 @@ produces the same draws (tests/test_numpyro_driver.py). What it adds:
 - one jitted ``lax.scan`` per segment length, compiled once and reused for every segment
   (``MCMC.run`` re-traces its loop body on every call: 65–150 ms per call measured here);
 - a progress bar over segments, and an early stop that keeps the completed draws on
-  Ctrl-C, on an error, or when every chain's parameters have become NaN.
+  Ctrl-C, on an error, or when every chain's parameters have become NaN;
+- the chains sharded over the local devices (:func:`chain_placement`, issue 11 item 3).
+
+Devices: nothing is pinned. The programs run on JAX's default backend (a GPU when one is
+present); only what leaves the loop (each segment's recorded series, the final
+accumulator) is fetched with ``jax.device_get``.
 """
 
 from __future__ import annotations
 
 from functools import partial
 from operator import attrgetter
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from .precision import in_float64
+from .recording import scalar_series, to_numpy
 
-__all__ = ["run_segmented", "segments"]
+__all__ = ["run_segmented", "segments", "Segments", "ChainPlacement", "chain_placement", "CHAIN_AXIS"]
+
+#: The name of the mesh axis the chains are sharded over.
+CHAIN_AXIS = "chain"
 
 
 def segments(num_draws: int, max_segments: int = 20) -> tuple[int, int]:
     """Split the draws into equal segments (same shapes: one compilation serves them all)."""
     k = max(d for d in range(1, max_segments + 1) if num_draws % d == 0)
     return k, num_draws // k
+
+
+class ChainPlacement:
+    """Where the chain axis of the sampler's state lives.
+
+    With ``mesh=None`` (one device) every method is the identity, so the compiled programs
+    are exactly those of an unsharded run. With a 1-D mesh over axis :data:`CHAIN_AXIS`, a
+    leaf whose leading axis has the chains' length C is split over the mesh
+    (``NamedSharding(mesh, PartitionSpec("chain"))``: chains c·C/m … (c+1)·C/m - 1 on device
+    c); every other leaf (the step counter, a draw index) is replicated.
+    """
+
+    def __init__(self, num_chains: int, mesh: Mesh | None = None):
+        self.num_chains = int(num_chains)
+        self.mesh = mesh
+
+    @property
+    def num_devices(self) -> int:
+        return 1 if self.mesh is None else int(self.mesh.devices.size)
+
+    def shardings(self, tree) -> Any:
+        """The sharding of every leaf of ``tree`` (arrays or tracers) on the mesh."""
+        chain = NamedSharding(self.mesh, PartitionSpec(CHAIN_AXIS))
+        whole = NamedSharding(self.mesh, PartitionSpec())
+        C = self.num_chains
+        return jax.tree.map(lambda x: chain if np.ndim(x) >= 1 and np.shape(x)[0] == C else whole, tree)
+
+    def put(self, tree) -> Any:
+        """``tree`` placed on the mesh, chain axes split (the identity on one device)."""
+        return tree if self.mesh is None else jax.device_put(tree, self.shardings(tree))
+
+    def replicate(self, tree) -> Any:
+        """``tree`` (the data, the probe arrays) copied whole to every device of the mesh."""
+        return tree if self.mesh is None else jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+
+    def constrain(self, tree) -> Any:
+        """Inside a traced program: keep ``tree`` laid out as :meth:`put` lays it out."""
+        return tree if self.mesh is None else jax.lax.with_sharding_constraint(tree, self.shardings(tree))
+
+
+def chain_placement(num_chains: int, max_devices: int | None = None) -> ChainPlacement:
+    """Shard ``num_chains`` chains over m of ``jax.local_devices()``.
+
+    m is the largest divisor of C = ``num_chains`` that is at most the number of local
+    devices (and at most ``max_devices`` when given): with 4 devices, 4 or 8 chains use 4
+    devices, 6 chains use 3, 2 chains 2, 5 or 7 chains one. m = 1 (one device, one chain,
+    a prime C above the device count, or ``max_devices=1`` to turn sharding off) gives the
+    unsharded placement. The mesh holds the first m local devices, in JAX's order.
+    """
+    devices = jax.local_devices()
+    limit = len(devices) if max_devices is None else max(1, min(len(devices), int(max_devices)))
+    m = max(k for k in range(1, limit + 1) if num_chains % k == 0)
+    if m == 1:
+        return ChainPlacement(num_chains)
+    return ChainPlacement(num_chains, Mesh(np.array(devices[:m]), (CHAIN_AXIS,)))
 
 
 def _all_chains_nonfinite(z: dict, C: int) -> bool:
@@ -42,51 +108,111 @@ def _collect(state, fields, keep_draws: bool):
     return z, {name: attrgetter(path)(state) for path, name in fields.items()}
 
 
-@in_float64
-def run_segmented(kernel, args, init, settings, fields: dict, *, keep_draws: bool = True):
-    """Burn-in, then the draws in segments, in float64. Returns (samples, extra, reason).
+class Segments(NamedTuple):
+    """What :func:`run_segmented` returns: (chain, draw, ...) arrays of the kept draws'
+    parameters (empty unless kept), the ``fields`` statistics and the recorder's scalar
+    series; the per-sample accumulator (NumPy); why the run stopped early (or None)."""
 
-    ``samples``/``extra`` are dicts of (chain, draw, ...) arrays; ``reason`` is None for a
-    complete run, else why it stopped early. With ``keep_draws=False`` the parameters of the
-    draws are never collected (``samples`` is empty): only the ``fields`` series are kept.
-    """
-    C = settings.num_chains
-    key = jax.random.PRNGKey(settings.seed)
-    keys = jax.random.split(key, C) if C > 1 else key
-    state = kernel.init(keys, settings.num_burnin, init, (args,), {})
-    thin = settings.thinning
+    samples: dict
+    extra: dict
+    values: dict
+    acc: Any
+    reason: str | None
+
+
+def _programs(kernel, args, thin: int, fields: dict, recorder, keep_draws: bool, place: ChainPlacement):
+    """The jitted burn-in loop and segment scan; their carries keep ``place``'s layout."""
+
+    def step(s, a):
+        return place.constrain(kernel.sample(s, (a,), {}))
 
     @partial(jax.jit, static_argnums=2)
     def burn(state, args, n_steps):
-        return jax.lax.fori_loop(0, n_steps, lambda _, s: kernel.sample(s, (args,), {}), state)
+        return jax.lax.fori_loop(0, n_steps, lambda _, s: step(s, args), state)
 
-    @partial(jax.jit, static_argnums=2)
-    def draw(state, args, n_draws):
-        def body(s, _):
-            s = jax.lax.fori_loop(0, thin, lambda _, t: kernel.sample(t, (args,), {}), s)
-            return s, _collect(s, fields, keep_draws)
+    @partial(jax.jit, static_argnums=4)
+    def draw(state, acc, j0, rargs, n_draws):
+        def body(carry, _):
+            s, acc, j = carry
+            s = jax.lax.fori_loop(0, thin, lambda _, t: step(t, args), s)
+            z, stats = _collect(s, fields, keep_draws)
+            series = {}
+            if recorder is not None:
+                values = recorder.values(s.z, args, rargs)
+                series = scalar_series(values)
+                if recorder.per_sample:
+                    acc = place.constrain(recorder.update(acc, j, values, rargs))
+            return (s, acc, j + 1), (z, stats, series)
 
-        return jax.lax.scan(body, state, None, length=n_draws)
+        (state, acc, _), out = jax.lax.scan(body, (state, acc, j0), None, length=n_draws)
+        return state, acc, out
 
+    return burn, draw
+
+
+@in_float64
+def run_segmented(kernel, args, init, settings, fields: dict, *, recorder=None, rargs=None,
+                  keep_draws: bool = True, chain_devices: int | None = None,
+                  on_segment: Callable[[Any, Any], None] | None = None) -> Segments:
+    """Burn-in, then the draws in segments, in float64.
+
+    After each kept draw's steps, inside the same compiled scan, ``recorder``
+    (.recording.Recorder, with its traced probe arrays ``rargs``) evaluates the draw's loss,
+    observables and probe losses and folds its per-sample losses into the accumulator. With
+    ``keep_draws=False`` the draws' parameters never leave the loop.
+
+    The chains' state and accumulator are sharded over the local devices as
+    :func:`chain_placement` (``num_chains``, ``chain_devices``) says (``chain_devices=1``: one
+    device; None: as many as divide the chains); the data and probe arrays are replicated.
+    ``on_segment(state, acc)``, when given, sees the device-side carry after the burn-in
+    and after every segment (a debugging hook: nothing is fetched for it).
+    """
+    C = settings.num_chains
+    place = chain_placement(C, chain_devices)
+    key = jax.random.PRNGKey(settings.seed)
+    keys = jax.random.split(key, C) if C > 1 else key
+    state = place.put(kernel.init(keys, settings.num_burnin, init, (args,), {}))
+    args, rargs = place.replicate((args, rargs))
+    acc = place.put(recorder.init_acc() if recorder is not None and recorder.per_sample else None)
+    programs = _programs(kernel, args, settings.thinning, fields, recorder, keep_draws, place)
+    chunks, acc, reason = _loop(programs, state, acc, args, rargs, settings, on_segment or (lambda s, a: None))
+
+    def stack(parts):  # (draw, chain, ...) per segment -> (chain, draw, ...)
+        arr = np.concatenate([np.asarray(p) for p in parts], axis=0)
+        return np.moveaxis(arr, 0, 1) if C > 1 else arr[None]
+
+    samples = {k: stack([c[0][k] for c in chunks]) for k in chunks[0][0]}
+    extra = {k: stack([c[1][k] for c in chunks]) for k in chunks[0][1]}
+    values = jax.tree.map(lambda *parts: np.moveaxis(np.concatenate(parts, axis=0), 0, 1),
+                          *[c[2] for c in chunks])
+    return Segments(samples, extra, values, to_numpy(acc), reason)
+
+
+def _loop(programs, state, acc, args, rargs, settings, on_segment):
+    """Run the burn-in and the segments; return the fetched segments, the last accumulator
+    and why the run stopped early (None when it completed)."""
+    burn, draw = programs
+    C, thin = settings.num_chains, settings.thinning
     n_seg, per_seg = segments(settings.num_draws)
-    total = settings.num_burnin + settings.num_draws * thin
-    bar = tqdm(total=total, disable=not settings.progress_bar, unit="step",
-               desc=f"{settings.sampler} ({C} chains) burn-in")
+    bar = tqdm(total=settings.num_burnin + settings.num_draws * thin, disable=not settings.progress_bar,
+               unit="step", desc=f"{settings.sampler} ({C} chains) burn-in")
     chunks = []
     reason = None
     try:
         if settings.num_burnin:
             state = burn(state, args, settings.num_burnin)
+            on_segment(state, acc)
             if _all_chains_nonfinite(jax.device_get(state.z), C):
                 raise FloatingPointError(
                     "Sampling stopped before any draw was kept: every chain's parameters became NaN or infinite "
                     "during burn-in (reduce the step size or localize more).")
         bar.update(settings.num_burnin)
         bar.set_description(f"{settings.sampler} ({C} chains) sampling")
-        for _ in range(n_seg):
-            state, (z, extra) = draw(state, args, per_seg)
-            z, extra = jax.device_get((z, extra))
-            chunks.append((z, extra))
+        for k in range(n_seg):
+            state, new_acc, out = draw(state, acc, np.int64(k * per_seg), rargs, per_seg)
+            on_segment(state, new_acc)
+            chunks.append(jax.device_get(out))
+            acc = new_acc
             bar.update(per_seg * thin)
             if _all_chains_nonfinite({k: np.asarray(v) for k, v in state.z.items()}, C):  # the last draw
                 reason = "every chain's parameters became NaN or infinite (reduce the step size or localize more)"
@@ -101,11 +227,4 @@ def run_segmented(kernel, args, init, settings, fields: dict, *, keep_draws: boo
         reason = f"{type(exc).__name__}: {exc}"
     finally:
         bar.close()
-
-    def stack(parts):  # (draw, chain, ...) per segment -> (chain, draw, ...)
-        arr = np.concatenate([np.asarray(p) for p in parts], axis=0)
-        return np.moveaxis(arr, 0, 1) if C > 1 else arr[None]
-
-    samples = {k: stack([c[0][k] for c in chunks]) for k in chunks[0][0]}
-    extra = {k: stack([c[1][k] for c in chunks]) for k in chunks[0][1]}
-    return samples, extra, reason
+    return chunks, acc, reason

@@ -14,12 +14,12 @@ Users' own ``torch.nn.Module`` networks come in through :func:`model_from_module
 
 from __future__ import annotations
 
-from .run import BACKEND, evaluate_at_centre, evaluate_draws, sample_chains
+from .run import BACKEND, evaluate_at_centre, sample_chains
 from .spec import ChainEnergy, TorchPosterior, gibbs_model, model_potential_fn, potential_and_grad, torch_posterior
 from .user import model_from_module
 
 __all__ = [
-    "BACKEND", "sample_chains", "potential_and_grad", "evaluate_at_centre", "model_from_module", "evaluate_draws",
+    "BACKEND", "sample_chains", "potential_and_grad", "evaluate_at_centre", "model_from_module",
     "torch_posterior", "TorchPosterior", "gibbs_model", "model_potential_fn", "ChainEnergy",
 ]
 

@@ -100,16 +100,19 @@ def block_size(chains: int, dim: int, batch_size: int, total: int) -> int:
 class DrawBuffer:
     """The kept draws ``z: (C, D, d)`` (None when ``keep_draws`` is False: only the statistics
     are stored) and per-draw statistics (C, D), filled as draws complete; ``done`` counts the
-    completed draws."""
+    completed draws. A ``recorder`` (.recording.Recorder) evaluates each kept draw first."""
 
-    def __init__(self, C: int, D: int, d: int, names: tuple[str, ...], keep_draws: bool = True):
+    def __init__(self, C: int, D: int, d: int, names: tuple[str, ...], keep_draws: bool = True, recorder=None):
         self.shape = (C, D)
         self.z = torch.empty((C, D, d), dtype=DTYPE) if keep_draws else None
         self.names = names
+        self.recorder = recorder
         self._stats: dict[str, torch.Tensor] = {}
         self.done = 0
 
     def keep(self, i: int, z: torch.Tensor, info) -> None:
+        if self.recorder is not None:  # first: a draw whose evaluation raises is not completed
+            self.recorder.keep(slice(None), i, z)
         if self.z is not None:
             self.z[:, i] = z
         for name, value in info._asdict().items():
@@ -141,12 +144,14 @@ def run_block(rule, energy: ChainEnergy, state, rnd: dict[str, torch.Tensor], t:
 
 
 def run_chains(rule, energy: ChainEnergy, z0: torch.Tensor, *, num_burnin: int, num_draws: int, thinning: int,
-               gen: torch.Generator, progress_bar: bool = True, desc: str = "", keep_draws: bool = True) -> ChainRun:
+               gen: torch.Generator, progress_bar: bool = True, desc: str = "", keep_draws: bool = True,
+               recorder=None) -> ChainRun:
     """Run all chains of the update rule ``rule`` from ``z0: (C, d)``; see the module docstring.
-    With ``keep_draws=False`` only the statistics are stored (``ChainRun.z`` is None)."""
+    With ``keep_draws=False`` only the statistics are stored (``ChainRun.z`` is None);
+    ``recorder`` evaluates every kept draw as it is made."""
     C, d = z0.shape
     T = num_burnin + num_draws * thinning
-    buffer = DrawBuffer(C, num_draws, d, rule.Info._fields, keep_draws)
+    buffer = DrawBuffer(C, num_draws, d, rule.Info._fields, keep_draws, recorder)
     K = block_size(C, d, energy.batch_size if not energy.full_batch else 0, T)
     bar = tqdm(total=T, desc=desc or "sampling", unit="step", leave=True, dynamic_ncols=True,
                disable=not progress_bar)

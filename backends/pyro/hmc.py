@@ -117,10 +117,12 @@ def _make_kernel(tp: TorchPosterior, settings: SamplerSettings):
                         **common)
 
 
-def run_hmc(tp: TorchPosterior, settings: SamplerSettings) -> ChainRun:
-    """Run ``settings.num_chains`` NUTS/HMC chains sequentially; see the module docstring."""
+def run_hmc(tp: TorchPosterior, settings: SamplerSettings, *, keep_draws: bool = True, recorder=None) -> ChainRun:
+    """Run ``settings.num_chains`` NUTS/HMC chains sequentially; see the module docstring.
+    ``recorder`` evaluates each kept draw as it is made; the draws are stored only with
+    ``keep_draws`` (``ChainRun.z`` is None otherwise)."""
     C, D, thin = settings.num_chains, settings.num_draws, settings.thinning
-    z_buf = torch.full((C, D, tp.dim), math.nan, dtype=DTYPE)
+    z_buf = torch.full((C, D, tp.dim), math.nan, dtype=DTYPE) if keep_draws else None
     stats = {
         "diverging": torch.zeros((C, D), dtype=torch.bool),
         "accept_prob": torch.full((C, D), math.nan, dtype=DTYPE),
@@ -136,7 +138,11 @@ def run_hmc(tp: TorchPosterior, settings: SamplerSettings) -> ChainRun:
         if not stage.startswith("Sample") or (i + 1) % thin:
             return
         j = (i + 1) // thin - 1
-        z_buf[c, j] = torch.cat([params[name].detach().reshape(-1).to(DTYPE) for name, _, _, _ in tp.layout])
+        z = torch.cat([params[name].detach().reshape(-1).to(DTYPE) for name, _, _, _ in tp.layout])
+        if recorder is not None:
+            recorder.keep(slice(c, c + 1), j, z[None])
+        if z_buf is not None:
+            z_buf[c, j] = z
         div, acc, eps, steps = kernel.last_stats
         stats["diverging"][c, j] = bool(div)
         stats["accept_prob"][c, j] = float(acc)
@@ -170,10 +176,10 @@ def run_hmc(tp: TorchPosterior, settings: SamplerSettings) -> ChainRun:
     if complete:  # keep the finished chains, all draws
         keep = torch.tensor(complete)
         reason += f"; kept the {len(complete)} completed chain(s)"
-        return ChainRun(z=z_buf[keep], stats={k: v[keep] for k, v in stats.items()}, num_done=D,
-                        steps_done=len(complete), stop_reason=reason)
+        return ChainRun(z=None if z_buf is None else z_buf[keep], stats={k: v[keep] for k, v in stats.items()},
+                        num_done=D, steps_done=len(complete), stop_reason=reason, extra={"chains": keep})
     # the first chain was interrupted: keep its completed draws
     n0 = done[0]
     reason += f"; kept the {n0} completed draw(s) of chain 0"
-    return ChainRun(z=z_buf[:1], stats={k: v[:1] for k, v in stats.items()}, num_done=n0, steps_done=0,
-                    stop_reason=reason)
+    return ChainRun(z=None if z_buf is None else z_buf[:1], stats={k: v[:1] for k, v in stats.items()}, num_done=n0,
+                    steps_done=0, stop_reason=reason, extra={"chains": torch.tensor([0])})

@@ -1,7 +1,8 @@
 """The backend protocol and the registry of backends by name.
 
-A backend is a small object that knows one framework: it compiles the posterior, runs the
-chains and evaluates the kept draws; everything else (validation, the memory check, the
+A backend is a small object that knows one framework: it compiles the posterior and runs the
+chains, evaluating every kept draw's record (:mod:`.record`) inside its sampling loop;
+everything else (validation, the memory check, the
 check at the centre, the keep-what-completed policy, the incomplete-run attrs and the
 Trace) happens once, in :func:`pplpatterning.sampling.core.sample`. Backends are imported
 lazily by name (``import pplpatterning`` never imports JAX or torch); each backend package
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pplpatterning.sampling.evaluation import Evaluation
+from pplpatterning.sampling.record import DrawRecord
 from pplpatterning.samplers.settings import SamplerSettings
 from pplpatterning.spec.posterior import GibbsPosterior
 from pplpatterning.spec.probes import ProbePlan
@@ -31,12 +33,13 @@ class RunResult:
     """What a backend's ``run`` returns.
 
     ``draws``: the kept draws per parameter name, NumPy arrays (chain, draw, ...), every
-    chain with the same number of completed draws (empty when ``run`` was asked not to keep
+    chain with the same number of completed draws (empty unless ``run`` was asked to keep
     them); ``stats``: the sampler's per-draw
     statistics (chain, draw), in the order they should appear in ``sample_stats`` after
     ``loss`` and ``loss_delta``; ``stop_reason``: None for a complete run, else why it stopped
     early (the draws completed before that are kept); ``dtype``: the floating precision of
-    the run; ``context``: anything the backend's own ``evaluate`` reuses (compiled arrays).
+    the run; ``values``: the record of every completed draw, evaluated in the loop (None
+    when the record asks for nothing).
     """
 
     draws: dict[str, np.ndarray]
@@ -44,12 +47,12 @@ class RunResult:
     stop_reason: str | None
     dtype: str
     seconds: float = 0.0
-    context: Any = field(default=None, repr=False)
+    values: Evaluation | None = field(default=None, repr=False)
 
     @property
     def num_draws(self) -> int:
         """Completed draws per chain (from the draws, or the statistics when no draw was kept)."""
-        series = self.draws or self.stats
+        series = self.draws or self.stats or ({"loss": self.values.loss} if self.values is not None else {})
         return int(next(iter(series.values())).shape[1]) if series else 0
 
 
@@ -63,15 +66,12 @@ class Backend(Protocol):
     def evaluate_at_centre(self, posterior: GibbsPosterior, fn: Callable[..., Any]) -> np.ndarray:
         """``fn(params, consts, xp)`` once, eagerly, at w* (all parameters, backend arrays)."""
 
-    def run(self, posterior: GibbsPosterior, settings: SamplerSettings, *, keep_draws: bool = True) -> RunResult:
-        """Compile and run the chains (raise only when no draw was kept). With
-        ``keep_draws=False`` the draws' parameters are never stored (nothing after sampling
-        needs them): the run holds only the per-draw statistics."""
-
-    def evaluate(self, posterior: GibbsPosterior, run: RunResult, observables: Mapping[str, Callable[..., Any]],
-                 probes: ProbePlan | None, *, with_loss: bool) -> Evaluation:
-        """L_n^ρ, ΔL_n^ρ (if ``with_loss``), observables and probe losses at every kept draw;
-        never raises (a failure keeps the evaluated prefix; see :class:`Evaluation`)."""
+    def run(self, posterior: GibbsPosterior, settings: SamplerSettings, *, record: DrawRecord,
+            plan: ProbePlan | None, keep_params: bool) -> RunResult:
+        """Compile and run the chains (raise only when no draw was kept), evaluating ``record``
+        at every kept draw inside the loop (:func:`pplpatterning.sampling.record.draw_values`,
+        :func:`~pplpatterning.sampling.record.record_rows`; ``plan`` holds the probe data).
+        The draws' parameters are stored only with ``keep_params``."""
 
     def potential_and_grad(self, posterior: GibbsPosterior, params: Mapping[str, Any]) -> tuple[float, dict]:
         """U(v) and ∇U(v) at one point, as the backend's samplers see them (float64 NumPy);
@@ -80,16 +80,14 @@ class Backend(Protocol):
 
 @dataclass
 class FunctionBackend:
-    """A :class:`Backend` made of a framework's three functions (what both built-in backends
-    are): ``evaluate_at_centre(posterior, fn)``, ``run(posterior, settings)``,
-    ``evaluate(posterior, run, observables, probes, *, with_loss)`` and
-    ``potential_and_grad(posterior, params)``."""
+    """A :class:`Backend` made of a framework's functions (what both built-in backends are):
+    ``evaluate_at_centre(posterior, fn)``, ``run(posterior, settings, *, record, plan,
+    keep_params)`` and ``potential_and_grad(posterior, params)``."""
 
     name: str
     packages: tuple[str, ...]
     evaluate_at_centre: Callable[..., np.ndarray]
     run: Callable[..., RunResult]
-    evaluate: Callable[..., Evaluation]
     potential_and_grad: Callable[..., tuple[float, dict]]
 
 

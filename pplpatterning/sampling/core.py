@@ -2,9 +2,10 @@
 backend runs under.
 
 ``sample()`` validates everything (settings, memory, observables and probes evaluated once
-at w*), then asks the backend (:mod:`.backend`) to ``run`` the chains and to ``evaluate``
-the kept draws, and builds the Trace here: the keep-what-completed policy and the
-incomplete-run attrs exist once. Backends are imported lazily by name, so importing
+at w*), then asks the backend (:mod:`.backend`) to ``run`` the chains, evaluating every kept
+draw's record (:mod:`.record`: loss, observables, probe losses, per-sample losses stored or
+streamed) inside its loop, and builds the Trace here: the keep-what-completed policy and
+the incomplete-run attrs exist once. Backends are imported lazily by name, so importing
 pplpatterning never imports JAX or torch; nothing after the Trace needs either.
 """
 
@@ -21,11 +22,13 @@ import xarray as xr
 from pplpatterning.samplers.settings import SamplerSettings
 from pplpatterning.sampling.backend import BACKENDS, Backend, RunResult, check_backend_name, get_backend
 from pplpatterning.sampling.evaluation import Evaluation, incomplete_reason
-from pplpatterning.sampling.memory import SampleMemoryError, check_memory, draws_needed, estimate_memory
+from pplpatterning.sampling.memory import SampleMemoryError, check_memory, estimate_memory
+from pplpatterning.sampling.record import DrawRecord, make_record
 from pplpatterning.spec.observables import validate_observables
 from pplpatterning.spec.posterior import GibbsPosterior
 from pplpatterning.spec.probes import ProbePlan, Probes, dataset_losses, sample_losses
 from pplpatterning.trace import build_trace, run_attrs
+from pplpatterning.trace.moments import MOMENTS_GROUP, MOMENTS_LOSS_DELTA, moments_dataset
 
 __all__ = ["sample", "BACKENDS", "SampleMemoryError", "estimate_memory", "check_memory", "check_at_centre",
            "get_backend"]
@@ -129,39 +132,41 @@ def sample(
                           plan=plan)
     module = get_backend(backend)
     check_at_centre(module, posterior, observables, plan)
-    keep_draws = draws_needed(settings, keep_params=bool(keep_params), num_observables=len(observables),
-                              has_probes=plan is not None)
-    run = module.run(posterior, settings, keep_draws=keep_draws)
-    trace = assemble_trace(module, posterior, settings, run, observables, plan, keep_params=bool(keep_params))
+    record = make_record(settings, observables, plan)
+    run = module.run(posterior, settings, record=record, plan=plan, keep_params=bool(keep_params))
+    trace = assemble_trace(module, posterior, settings, run, record, plan)
     trace.attrs["memory_estimate_bytes"] = int(memory)
     return trace
 
 
 def assemble_trace(module: Backend, posterior: GibbsPosterior, settings: SamplerSettings, run: RunResult,
-                   observables: dict, plan: ProbePlan | None, *, keep_params: bool) -> xr.DataTree:
+                   record: DrawRecord, plan: ProbePlan | None) -> xr.DataTree:
     """The keep-what-completed policy, once for every backend: a run stopped before any kept
-    draw raises; one stopped later warns and keeps its completed draws; the kept draws are
-    evaluated (the minibatch loss taken from the sampler with ``loss_estimate="minibatch"``);
-    if that evaluation fails, every parameter draw is kept even with ``keep_params=False``,
-    and attrs ``incomplete``/``incomplete_reason`` say what happened (issue 9, contract C3)."""
+    draw raises; one stopped later warns and keeps its completed draws and their recorded
+    values (the minibatch loss taken from the sampler with ``loss_estimate="minibatch"``);
+    attrs ``incomplete``/``incomplete_reason`` say what happened (issue 9, contract C3)."""
     D = run.num_draws
     if run.stop_reason is not None and D == 0:
         raise FloatingPointError(f"Sampling stopped before any draw was kept: {run.stop_reason}.")
     if run.stop_reason is not None:
         warnings.warn(f"Sampling stopped early: {run.stop_reason}. The trace keeps the {D} of "
                       f"{settings.num_draws} draws per chain completed before that.", RuntimeWarning, stacklevel=3)
-    minibatch = settings.uses_minibatch_loss  # probes need "full"
-    t_evaluated = time.perf_counter()
-    ev: Evaluation = module.evaluate(posterior, run, observables, plan, with_loss=not minibatch)
-    t_evaluated = time.perf_counter() - t_evaluated
+    ev = run.values if run.values is not None else Evaluation(None, None, {}, {}, None)
     stats = dict(run.stats)
-    loss, delta = (stats["minibatch_loss"], stats["minibatch_loss_delta"]) if minibatch else (ev.loss, ev.delta)
+    loss, delta = (stats["minibatch_loss"], stats["minibatch_loss_delta"]) if not record.with_loss else (ev.loss, ev.delta)
     groups = {}
     if plan is not None:
-        groups = plan.assemble(dataset_losses=ev.dataset_losses, per_sample=ev.per_sample, num_draws=D)
+        stored = None
+        if record.per_sample == "stored":
+            stored = ev.per_sample[:, :plan.thinned_draws(D).size]
+        groups = plan.assemble(dataset_losses=ev.dataset_losses, per_sample=stored, num_draws=D)
+        if record.per_sample == "streamed":
+            groups[MOMENTS_GROUP] = moments_dataset(
+                ev.moments, observables=record.observable_names + [MOMENTS_LOSS_DELTA], phi_shift=ev.moment_shifts[0],
+                delta_shift=ev.moment_shifts[1], num_train=plan.num_train, train_index=plan.train_index,
+                train_weights=plan.train_weights, num_held_out=plan.num_held_out, thinning=plan.thinning)
     attrs = run_attrs(posterior, settings, backend=module.name, dtype=run.dtype, packages=module.packages,
                       incomplete_reason=incomplete_reason(run.stop_reason, ev, D),
-                      sampling_seconds=run.seconds, evaluation_seconds=t_evaluated)
-    keep = keep_params or ev.failure is not None
-    return build_trace(posterior=run.draws if keep else {}, sample_stats={"loss": loss, "loss_delta": delta, **stats},
+                      sampling_seconds=run.seconds, evaluation_seconds=0.0)
+    return build_trace(posterior=run.draws, sample_stats={"loss": loss, "loss_delta": delta, **stats},
                        observables=ev.observables, attrs=attrs, extra_groups=groups)

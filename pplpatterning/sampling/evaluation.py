@@ -1,21 +1,22 @@
-"""The record of the after-sampling evaluation of kept draws, shared by every backend.
+"""The values recorded at the kept draws, as a backend hands them to ``sample()``.
 
-A backend evaluates the loss, the observables and the probe losses of the kept draws in
-blocks of draws; when a block raises, the draws evaluated before it are kept and the rest
-are NaN (issue 9: whatever is evaluated after sampling must keep the draws already made).
-This module defines that policy's data once: the :class:`Evaluation` record, how blocks are
-joined back into (chain, draw, ...) arrays, and the one-line reason written to the trace's
-``incomplete_reason``. NumPy only.
+Since issue 11 a backend evaluates every kept draw's record (:mod:`.record`) inside its
+sampling loop, so a failure there stops the run like any other failure mid-run: the draws
+completed before it keep their values and the run's ``stop_reason`` says what happened.
+This module defines the :class:`Evaluation` record, the one-line description of an
+exception (:func:`describe_exception`) and the trace's ``incomplete_reason``. A backend that
+evaluates after sampling instead may still report a failed evaluation (``failed_at``,
+``failure``). NumPy only.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Evaluation", "join_draw_blocks", "describe_exception", "evaluation_failure", "incomplete_reason"]
+__all__ = ["Evaluation", "describe_exception", "incomplete_reason"]
 
 
 class Evaluation(NamedTuple):
@@ -26,23 +27,11 @@ class Evaluation(NamedTuple):
     delta: np.ndarray | None
     observables: dict[str, np.ndarray]
     dataset_losses: dict[str, np.ndarray]
-    per_sample: np.ndarray | None  # (chain, thinned draw, sample)
+    per_sample: np.ndarray | None  # stored l_z: (chain, thinned draw, sample)
     failed_at: int | None = None
     failure: str | None = None
-
-
-def join_draw_blocks(parts: list, C: int, total: int, tail: tuple[int, ...] = ()) -> np.ndarray:
-    """Blocks of shape (C, D_b, ...) joined along the draw axis and cut to ``total`` draws;
-    when fewer were evaluated, the rest is NaN (float64). ``tail`` is the trailing shape
-    used when no block was evaluated."""
-    got = np.concatenate([np.asarray(p) for p in parts], axis=1)[:, :total] if parts else None
-    if got is not None and got.shape[1] == total:
-        return got
-    shape = (C, total) + (got.shape[2:] if got is not None else tail)
-    out = np.full(shape, np.nan)
-    if got is not None:
-        out[:, :got.shape[1]] = got
-    return out
+    moments: Any = None            # streamed: pplpatterning.trace.moments.Moments (NumPy)
+    moment_shifts: tuple | None = None  # (φ(w*), ΔL_z(w*)) of the streamed sums
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -55,11 +44,6 @@ def describe_exception(exc: BaseException) -> str:
     msg = lines[-1] if len(lines) > 1 and any("Traceback" in ln for ln in lines) else " ".join(lines)
     msg = msg[:500]
     return msg if msg.startswith(f"{name}: ") else f"{name}: {msg}"
-
-
-def evaluation_failure(draw: int, exc: BaseException) -> str:
-    """The ``incomplete_reason`` of an evaluation that failed in the block starting at ``draw``."""
-    return f"evaluation failed at draw {draw}: {describe_exception(exc)}"
 
 
 def incomplete_reason(stop_reason: str | None, ev: Evaluation, num_draws: int) -> str | None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 from pplpatterning.samplers.settings import SamplerSettings
 from pplpatterning.spec.posterior import GibbsPosterior
 from pplpatterning.spec.probes import MEMORY_COPIES, ProbePlan, available_memory, format_gb
+from pplpatterning.trace.moments import moments_bytes, num_batches
 
-__all__ = ["SampleMemoryError", "draws_needed", "estimate_memory", "check_memory", "STATE_COPIES", "PER_DRAW_STATS"]
+__all__ = ["SampleMemoryError", "estimate_memory", "check_memory", "STATE_COPIES", "PER_DRAW_STATS"]
 
 #: Copies of the d parameters each chain keeps while sampling: position, gradient, momentum,
 #: a proposal with its gradient, adaptation (mass matrix, RMSProp V) and the backend's buffers.
@@ -20,12 +23,6 @@ class SampleMemoryError(MemoryError, ValueError):
     """The run asked for will not fit in memory (raised before anything is compiled)."""
 
 
-def draws_needed(settings: SamplerSettings, *, keep_params: bool, num_observables: int, has_probes: bool) -> bool:
-    """Whether a run must hold every kept draw's parameters: to return them (``keep_params``),
-    or to evaluate the full loss, observables or probes after sampling. An SG run with
-    ``loss_estimate="minibatch"`` and nothing else to evaluate holds only its statistics, so
-    its memory does not grow with d × draws."""
-    return bool(keep_params or not settings.uses_minibatch_loss or num_observables or has_probes)
 
 
 def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, keep_params: bool,
@@ -34,25 +31,31 @@ def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, kee
 
     - ``state``: C × (STATE_COPIES × d + B) × 8: each chain's sampler state and its per-sample
       losses on a batch of B rows (chains run as one vectorised batch);
-    - ``draws``: C × D × (k d + PER_DRAW_STATS + #observables + #probe data sets) × 8: the kept
-      draws, which are held for the evaluation after sampling (k = 1; k = 0 when nothing needs
-      them, see :func:`draws_needed`), with a second copy when
-      ``keep_params`` (NumPyro concatenates its segments: k = 2);
-    - ``probes``: the per-sample probe losses at their peak, MEMORY_COPIES × plan.memory_bytes.
+    - ``draws``: C × D × (k d + PER_DRAW_STATS + #observables + #probe data sets) × 8: the
+      recorded scalar series, and the draws' parameters only with ``keep_params`` (k = 2:
+      NumPyro concatenates its segments; k = 0 otherwise: every kept draw is evaluated
+      inside the sampling loop, pplpatterning.sampling.record);
+    - ``probes``: the per-sample probe losses at their peak, MEMORY_COPIES × the stored
+      (chain, draw, sample) losses, or MEMORY_COPIES × the streamed float64 batch sums
+      (:func:`pplpatterning.trace.moments.moments_bytes`; independent of D).
 
     C = num_chains, D = num_draws (kept), d = number of scalar parameters.
     """
     d = posterior.model.dim
     rows = settings.resolved_batch_size(posterior.n)
     num_sets = 0 if plan is None else len(plan.datasets)
-    held = draws_needed(settings, keep_params=keep_params, num_observables=num_observables,
-                        has_probes=plan is not None)
-    copies = 2 if keep_params else int(held)
+    copies = 2 if keep_params else 0
+    probes = 0
+    if plan is not None and plan.stream:
+        recorded = math.ceil(settings.num_draws / plan.thinning)
+        probes = moments_bytes(settings.num_chains, num_batches(recorded), plan.num_per_sample, num_observables + 1)
+    elif plan is not None:
+        probes = plan.memory_bytes
     per_draw = (d * copies + PER_DRAW_STATS + num_observables + num_sets) * _BYTES
     return {
         "state": settings.num_chains * (STATE_COPIES * d + rows) * _BYTES,
         "draws": settings.num_chains * settings.num_draws * per_draw,
-        "probes": 0 if plan is None else MEMORY_COPIES * plan.memory_bytes,
+        "probes": MEMORY_COPIES * probes,
     }
 
 

@@ -41,12 +41,14 @@ from pplpatterning.samplers.settings import SamplerSettings
 
 __all__ = [
     "Probes", "ProbePlan", "ProbeMemoryError", "available_memory", "check_memory",
-    "dataset_losses", "sample_losses", "PROBE_GROUP", "PER_SAMPLE_GROUP",
+    "dataset_losses", "sample_losses", "PROBE_GROUP", "PER_SAMPLE_GROUP", "STREAM_ABOVE_BYTES",
 ]
 
 PROBE_GROUP = "probe_losses"
 PER_SAMPLE_GROUP = "per_sample_losses"
 _BYTES = 8  # float64
+#: ``Probes(stream="auto")`` stores the per-sample losses up to this size, and streams them beyond.
+STREAM_ABOVE_BYTES = 256 * 2**20
 #: Peak memory of the per-sample losses relative to their size: the backend's output buffer,
 #: its host copy and the Trace's arrays can coexist. Measured on NumPyro (4 chains × 2000
 #: draws × 1000 samples = 64 MB): the process's peak RSS grew by ~3.5× that.
@@ -159,12 +161,19 @@ class Probes:
     thinning
         Record per-sample losses at every ``thinning``-th kept draw (data-set probes are
         recorded at every kept draw; they cost one scalar per draw).
+    stream
+        ``True``: stream the per-sample losses into float64 batch sums while sampling
+        (group ``per_sample_moments``, :mod:`pplpatterning.trace.moments`; memory independent
+        of the number of draws); ``False``: store them, (chain, draw, sample); ``"auto"``
+        (default): store them when they take at most :data:`STREAM_ABOVE_BYTES`, else stream.
+        The per-sample estimators read either.
     """
 
     datasets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     per_sample: Any = None
     held_out: Mapping[str, Any] | None = None
     thinning: int = 1
+    stream: bool | str = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.datasets, Mapping):
@@ -193,12 +202,15 @@ class Probes:
             object.__setattr__(self, "per_sample", idx)
         if self.held_out is not None and not isinstance(self.held_out, Mapping):
             raise TypeError("`held_out` must be a data dict {name: array} or None.")
+        if not (isinstance(self.stream, (bool, np.bool_)) or self.stream == "auto"):
+            raise ValueError(f"`stream` must be True, False or 'auto', got {self.stream!r}.")
         if not self.datasets and self.per_sample is None and self.held_out is None:
             raise ValueError("`Probes` records nothing: give `datasets`, `per_sample` or `held_out`.")
 
     def resolve(self, posterior: GibbsPosterior, settings: SamplerSettings, *,
                 available: int | None = None) -> "ProbePlan":
-        """Validate against the posterior and sampler settings; check memory; return the plan."""
+        """Validate against the posterior and sampler settings; decide whether the per-sample
+        losses are streamed; check the stored losses' memory; return the plan."""
         if settings.is_stochastic_gradient and settings.loss_estimate != "full":
             raise ValueError("`probes` need the full-batch training loss L_n(w) at every kept draw (ΔL = L_q' - L_n); "
                              "use loss_estimate='full' with probes.")
@@ -217,7 +229,11 @@ class Probes:
                                  f"[0, {n}); use 'all' or indices 0..{n - 1}.")
         held = None if self.held_out is None else _check_dataset(posterior, self.held_out, "probes.held_out")
         num = idx.size + (0 if held is None else next(iter(held.values())).shape[0])
-        need = check_memory(settings.num_chains, settings.num_draws, self.thinning, num, available=available)
+        stored = settings.num_chains * math.ceil(settings.num_draws / self.thinning) * num * _BYTES
+        stream = bool(self.stream) if self.stream != "auto" else stored > STREAM_ABOVE_BYTES
+        # the streamed sums' memory is estimated with the run's (pplpatterning.sampling.memory)
+        need = 0 if stream else check_memory(settings.num_chains, settings.num_draws, self.thinning, num,
+                                             available=available)
         return ProbePlan(
             datasets=datasets,
             dataset_loss_at_centre={k: float(np.mean(posterior.model.per_sample_loss_numpy(posterior.centre, d)))
@@ -229,6 +245,7 @@ class Probes:
             held_out=held,
             thinning=self.thinning,
             memory_bytes=need,
+            stream=bool(num) and stream,
         )
 
 
@@ -243,7 +260,8 @@ class ProbePlan:
     train_data: Mapping[str, np.ndarray]
     held_out: Mapping[str, np.ndarray] | None
     thinning: int
-    memory_bytes: int
+    memory_bytes: int  # of the stored per-sample losses (0 when streamed)
+    stream: bool = False  # per-sample losses streamed into batch sums (else stored)
 
     @property
     def num_train(self) -> int:
@@ -292,7 +310,7 @@ class ProbePlan:
                                    loss_at_centre=float(self.dataset_loss_at_centre[k]))
             ds.attrs["description"] = "L_q'(w) = mean_j l(z'_j; w) of each probe data set; ΔL = L_q' - sample_stats/loss"
             groups[PROBE_GROUP] = ds
-        if self.num_per_sample:
+        if self.num_per_sample and not self.stream:
             draws = self.thinned_draws(num_draws)
             arr = np.asarray(per_sample, dtype=np.float64)
             if arr.ndim != 3 or arr.shape[1:] != (draws.size, self.num_per_sample):
