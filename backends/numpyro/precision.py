@@ -37,12 +37,13 @@ def in_float64(fn):
     return wrapper
 
 
-def as_data(value) -> jax.Array:
+def as_data(value, float_dtype: str = "float64") -> jax.Array:
     """A data or constant array as a JAX array that keeps its kind (contract C2): floats as
-    float64, integers (token ids) as int64, booleans as bool. Call under x64."""
+    ``float_dtype`` (the run's precision), integers (token ids) as int64, booleans as bool.
+    Call under x64."""
     kind = np.asarray(value).dtype.kind
     if kind in "iu":
         return jnp.asarray(value, dtype=jnp.int64)
     if kind == "b":
         return jnp.asarray(value, dtype=bool)
-    return jnp.asarray(value, dtype=jnp.float64)
+    return jnp.asarray(value, dtype=float_dtype)

@@ -125,7 +125,7 @@ class RuleKernel(MCMCKernel):
             keys = split[:, 0]
             noise = {s: self._stream(s, split[:, 1 + j], flat) for j, s in enumerate(self.rule.init_streams)}
         rule_state = self.rule.init(flat, self._energy_fn(args, None), noise, jnp)
-        zero = jnp.zeros(flat.shape[:1], dtype=flat.dtype)
+        zero = jnp.zeros(flat.shape[:1], dtype=jnp.float64)  # statistics are float64 whatever the run's dtype
         info = self.rule.Info(*(zero for _ in self.rule.Info._fields))
         return RuleState(jnp.array(0), self._positions(flat), rule_state, info, keys if self._batched else keys[0])
 
@@ -138,5 +138,8 @@ class RuleKernel(MCMCKernel):
         batch_keys = split[:, 1] if self.rule.minibatch else None
         noise = {s: self._stream(s, split[:, first + j], flat) for j, s in enumerate(self.rule.streams)}
         rule_state, info = self.rule.step(state.rule, self._energy_fn(args, batch_keys), noise, state.i, jnp)
+        info = jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.float64), info)
+        # a float32 run keeps its state float32 (its accept ratios and energies are float64)
+        rule_state = jax.tree.map(lambda new, old: new.astype(old.dtype), rule_state, state.rule)
         next_keys = split[:, 0] if self._batched else split[0, 0]
         return RuleState(state.i + 1, self._positions(rule_state.z), rule_state, info, next_keys)

@@ -81,7 +81,7 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: Dr
     observables, probe losses, per-sample losses) is evaluated inside the compiled loop
     (.recording); the draws' parameters are returned only with ``keep_params``."""
     t_start = time.perf_counter()
-    args = posterior_args(post)
+    args = posterior_args(post, settings.dtype)
     kernel = make_kernel(post, settings)
     C = settings.num_chains
     init = {k: (jnp.broadcast_to(v, (C,) + v.shape) if C > 1 else v) for k, v in args.centre.items()}
@@ -92,7 +92,7 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: Dr
     seg = run_segmented(kernel, args, init, settings, stat_fields(settings), recorder=recorder, rargs=rargs,
                         keep_draws=keep_params)
     values = evaluation_of(seg.values, seg.acc, record, rargs) if recorder is not None else None
-    return RunResult(draws=seg.samples, stats=seg.extra, stop_reason=seg.reason, dtype=str(args.n_beta.dtype),
+    return RunResult(draws=seg.samples, stats=seg.extra, stop_reason=seg.reason, dtype=settings.dtype,
                      seconds=time.perf_counter() - t_start, values=values)
 
 

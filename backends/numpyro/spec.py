@@ -50,17 +50,19 @@ class PosteriorArgs(NamedTuple):
 
 
 @in_float64
-def posterior_args(post: GibbsPosterior) -> PosteriorArgs:
+def posterior_args(post: GibbsPosterior, dtype: str = "float64") -> PosteriorArgs:
     """The traced arguments of ``post``: data and constants keep their kind (:func:`as_data`:
-    integers int64, floats float64); weights, centre, frozen parameters, l_i(w*), nβ and γ
-    are float64."""
+    integers int64, floats in ``dtype``); centre and frozen parameters in ``dtype`` (the
+    run's precision: its positions, gradients and forward passes); weights, l_i(w*), nβ and γ
+    float64, so that every loss difference is float64 (docs/math.md §2)."""
     as_ = partial(jnp.asarray, dtype=jnp.float64)
+    as_param = partial(jnp.asarray, dtype=dtype)
     return PosteriorArgs(
-        data={k: as_data(v) for k, v in post.data.items()},
+        data={k: as_data(v, dtype) for k, v in post.data.items()},
         weights=as_(post.effective_weights),
-        centre={k: as_(post.centre[k]) for k in post.sampled},
-        frozen={k: as_(post.centre[k]) for k in post.frozen},
-        consts={k: as_data(v) for k, v in post.model.consts.items()},
+        centre={k: as_param(post.centre[k]) for k in post.sampled},
+        frozen={k: as_param(post.centre[k]) for k in post.frozen},
+        consts={k: as_data(v, dtype) for k, v in post.model.consts.items()},
         loss_at_centre=as_(post.loss_at_centre_per_sample),
         n_beta=as_(post.n_beta),
         gamma=as_(post.gamma),

@@ -55,12 +55,14 @@ def torch_seed(seed: int | np.random.SeedSequence) -> int:
     return int(seq.generate_state(1, np.uint64)[0])
 
 
-def draw_stream(name: str, gen: torch.Generator, steps: int, chains: int, dim: int) -> torch.Tensor:
-    """``steps`` steps' worth of the random stream ``name`` (leading dim ``steps``)."""
+def draw_stream(name: str, gen: torch.Generator, steps: int, chains: int, dim: int,
+                dtype: torch.dtype = DTYPE) -> torch.Tensor:
+    """``steps`` steps' worth of the random stream ``name`` (leading dim ``steps``) in ``dtype``
+    (the run's: float64, or float32)."""
     if name == "noise":
-        return torch.randn((steps, chains, dim), generator=gen, dtype=DTYPE)
+        return torch.randn((steps, chains, dim), generator=gen, dtype=dtype)
     if name == "uniform":
-        return torch.rand((steps, chains), generator=gen, dtype=DTYPE)
+        return torch.rand((steps, chains), generator=gen, dtype=dtype)
     raise ValueError(f"Unknown random stream {name!r} requested by the sampler's rule.")
 
 
@@ -71,7 +73,7 @@ def draw_block(rule, energy: ChainEnergy, gen: torch.Generator, steps: int, chai
     if rule.minibatch and not energy.full_batch:
         out["idx"] = torch.randint(0, energy.tp.n, (steps, chains, energy.batch_size), generator=gen)
     for name in rule.streams:
-        out[name] = draw_stream(name, gen, steps, chains, dim)
+        out[name] = draw_stream(name, gen, steps, chains, dim, energy.tp.dtype)
     return out
 
 
@@ -102,9 +104,10 @@ class DrawBuffer:
     are stored) and per-draw statistics (C, D), filled as draws complete; ``done`` counts the
     completed draws. A ``recorder`` (.recording.Recorder) evaluates each kept draw first."""
 
-    def __init__(self, C: int, D: int, d: int, names: tuple[str, ...], keep_draws: bool = True, recorder=None):
+    def __init__(self, C: int, D: int, d: int, names: tuple[str, ...], keep_draws: bool = True, recorder=None,
+                 dtype: torch.dtype = DTYPE):
         self.shape = (C, D)
-        self.z = torch.empty((C, D, d), dtype=DTYPE) if keep_draws else None
+        self.z = torch.empty((C, D, d), dtype=dtype) if keep_draws else None
         self.names = names
         self.recorder = recorder
         self._stats: dict[str, torch.Tensor] = {}
@@ -116,8 +119,8 @@ class DrawBuffer:
         if self.z is not None:
             self.z[:, i] = z
         for name, value in info._asdict().items():
-            if name not in self._stats:
-                self._stats[name] = torch.empty(self.shape, dtype=value.dtype)
+            if name not in self._stats:  # statistics: float64 whatever the run's dtype
+                self._stats[name] = torch.empty(self.shape, dtype=DTYPE if value.is_floating_point() else value.dtype)
             self._stats[name][:, i] = value
         self.done = i + 1
 
@@ -151,12 +154,12 @@ def run_chains(rule, energy: ChainEnergy, z0: torch.Tensor, *, num_burnin: int, 
     ``recorder`` evaluates every kept draw as it is made."""
     C, d = z0.shape
     T = num_burnin + num_draws * thinning
-    buffer = DrawBuffer(C, num_draws, d, rule.Info._fields, keep_draws, recorder)
+    buffer = DrawBuffer(C, num_draws, d, rule.Info._fields, keep_draws, recorder, z0.dtype)
     K = block_size(C, d, energy.batch_size if not energy.full_batch else 0, T)
     bar = tqdm(total=T, desc=desc or "sampling", unit="step", leave=True, dynamic_ncols=True,
                disable=not progress_bar)
     with torch.no_grad():
-        init_noise = {name: draw_stream(name, gen, 1, C, d)[0] for name in rule.init_streams}
+        init_noise = {name: draw_stream(name, gen, 1, C, d, z0.dtype)[0] for name in rule.init_streams}
         state = rule.init(z0.clone(), lambda z: Energy(*energy(z)), init_noise, xp)
     t, reason = 0, None
     try:

@@ -44,7 +44,7 @@ class Recorder:
         self.datasets = {name: as_t(d) for name, d in plan.datasets.items()} if plan is not None else {}
         self.held_out = as_t(plan.held_out) if plan is not None and plan.held_out is not None else None
         index = plan.train_index if plan is not None else np.zeros(0, dtype=np.int64)
-        self.train_index = torch.as_tensor(np.asarray(index, dtype=np.int64))
+        self.train_index = torch.tensor(np.array(index, dtype=np.int64))
         names = (["loss", "delta"] if record.with_loss else []) + [f"obs/{k}" for k in record.observable_names]
         names += [f"probe/{k}" for k in record.datasets]
         self.series = {name: torch.full((C, D), math.nan, dtype=DTYPE) for name in names}

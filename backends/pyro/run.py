@@ -96,7 +96,7 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: Dr
     once), every kept draw's ``record`` evaluated as it is made (.recording); the statistics
     sorted by name, the draws' parameters only with ``keep_params``."""
     t_start = time.perf_counter()
-    tp = torch_posterior(post)
+    tp = torch_posterior(post, settings.dtype)
     with _torch_threads(settings.num_chains * settings.resolved_batch_size(post.n) * max(tp.dim, 1)):
         recorder = Recorder(record, tp, plan, settings.num_chains) if record is not None and \
             record.evaluates_anything else None
@@ -107,7 +107,7 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: Dr
     draws = {name: a.numpy() for name, a in tp.unflatten(z).items()} if z is not None else {}
     kept = chains.extra.get("chains", slice(None))  # NUTS/HMC stopped early keeps whole chains
     values = recorder.evaluation(kept, D) if recorder is not None else None
-    return RunResult(draws=draws, stats=stats, stop_reason=chains.stop_reason, dtype=str(DTYPE).removeprefix("torch."),
+    return RunResult(draws=draws, stats=stats, stop_reason=chains.stop_reason, dtype=settings.dtype,
                      seconds=time.perf_counter() - t_start, values=values)
 
 

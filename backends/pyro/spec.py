@@ -51,15 +51,15 @@ DTYPE = torch.float64
 xp = xp_torch
 
 
-def as_tensor(value: Any) -> Any:
-    """A float64 tensor (parameters, weights, l_i(w*)); non-numeric values pass through."""
+def as_tensor(value: Any, dtype: torch.dtype = DTYPE) -> Any:
+    """A float64 (or ``dtype``) tensor (parameters, weights, l_i(w*)); non-numeric values pass through."""
     arr = np.asarray(value)
     if arr.dtype.kind not in "fiub":  # non-numeric constants pass through untouched
         return value
-    return torch.tensor(np.array(arr, dtype=np.float64), dtype=DTYPE)
+    return torch.tensor(np.array(arr, dtype=np.float64), dtype=dtype)
 
 
-def as_data_tensor(value: Any) -> Any:
+def as_data_tensor(value: Any, float_dtype: torch.dtype = DTYPE) -> Any:
     """A data or constant array as a tensor that keeps its kind (contract C2 of issue 9).
 
     Integer arrays (token ids, indices) become ``torch.int64``, so that they index exactly
@@ -68,7 +68,7 @@ def as_data_tensor(value: Any) -> Any:
     """
     arr = np.asarray(value)
     if arr.dtype.kind not in "iu":
-        return as_tensor(value)
+        return as_tensor(value, float_dtype)
     if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
         raise ValueError(f"integer data of dtype uint64 holds values above 2**63 - 1 ({int(arr.max())}), "
                          "which torch.int64 cannot represent; store them as int64.")
@@ -77,7 +77,9 @@ def as_data_tensor(value: Any) -> Any:
 
 @dataclass(frozen=True, eq=False)
 class TorchPosterior:
-    """The posterior's arrays as torch tensors (float64; integer data int64), plus the flat layout."""
+    """The posterior's arrays as torch tensors, plus the flat layout: parameters and floating
+    data in the run's ``dtype`` (float64 by default), integer data int64, and the weights and
+    l_i(w*) float64 so that every loss difference is float64 (docs/math.md §2)."""
 
     loss_fn: Callable
     data: dict[str, torch.Tensor]
@@ -91,6 +93,7 @@ class TorchPosterior:
     layout: tuple[tuple[str, int, int, tuple[int, ...]], ...]  # (name, start, stop, shape)
     n: int
     dim: int
+    dtype: torch.dtype = DTYPE
 
     # ------------------------------------------------------------- flat layout
     def unflatten(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -99,11 +102,12 @@ class TorchPosterior:
         return {name: z[..., a:b].reshape(lead + shape) for name, a, b, shape in self.layout}
 
     def flatten(self, params: Mapping[str, Any], lead: tuple[int, ...] = ()) -> torch.Tensor:
-        """``{name: (*lead, *shape)}`` → ``(*lead, d)`` float64 (a copy)."""
+        """``{name: (*lead, *shape)}`` → ``(*lead, d)`` in the run's dtype (a copy)."""
         parts = []
         for name, a, b, _ in self.layout:
             v = params[name]
-            t = v.detach().to(DTYPE) if torch.is_tensor(v) else torch.tensor(np.asarray(v, dtype=np.float64))
+            t = v.detach().to(self.dtype) if torch.is_tensor(v) else torch.tensor(np.asarray(v, dtype=np.float64),
+                                                                                 dtype=self.dtype)
             parts.append(t.reshape(lead + (b - a,)))
         return torch.cat(parts, dim=-1)
 
@@ -116,7 +120,9 @@ class TorchPosterior:
         return params
 
 
-def torch_posterior(post: GibbsPosterior) -> TorchPosterior:
+def torch_posterior(post: GibbsPosterior, dtype: str = "float64") -> TorchPosterior:
+    """``post`` as torch tensors in the precision ``dtype`` ("float64" or "float32")."""
+    tdtype = getattr(torch, dtype)
     layout, start = [], 0
     for name in post.sampled:
         shape = tuple(post.model.param_shapes[name])
@@ -125,17 +131,18 @@ def torch_posterior(post: GibbsPosterior) -> TorchPosterior:
         start += size
     return TorchPosterior(
         loss_fn=post.model.loss,
-        data={k: as_data_tensor(v) for k, v in post.data.items()},
+        data={k: as_data_tensor(v, tdtype) for k, v in post.data.items()},
         weights=as_tensor(post.effective_weights),
-        centre={k: as_tensor(post.centre[k]) for k in post.sampled},
-        frozen={k: as_tensor(post.centre[k]) for k in post.frozen},
-        consts={k: as_data_tensor(v) for k, v in post.model.consts.items()},
+        centre={k: as_tensor(post.centre[k], tdtype) for k in post.sampled},
+        frozen={k: as_tensor(post.centre[k], tdtype) for k in post.frozen},
+        consts={k: as_data_tensor(v, tdtype) for k, v in post.model.consts.items()},
         loss_at_centre=as_tensor(post.loss_at_centre_per_sample),
         n_beta=float(post.n_beta),
         gamma=float(post.gamma),
         layout=tuple(layout),
         n=int(post.n),
         dim=int(start),
+        dtype=tdtype,
     )
 
 

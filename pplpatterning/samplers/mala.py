@@ -78,7 +78,9 @@ class MALA(Rule):
         count = xp.astype(t, eps.dtype) + 1.0  # the adaptation's 1-based count, exact in float64
         adapted = dual_averaging.update(state.adaptation, self.target_accept - accept_prob, count)
         log_eps = xp.where(t == self.num_burnin - 1, adapted.x_avg, adapted.x)
-        eps = xp.where(in_burnin, xp.exp(log_eps), eps)
+        # ε and its adaptation keep the positions' dtype (a float32 run stays float32; the
+        # acceptance ratio itself is float64 whenever the potential is)
+        eps = xp.where(in_burnin, xp.astype(xp.exp(log_eps), eps.dtype), eps)
         adaptation = dual_averaging.DualAveraging(
-            *(xp.where(in_burnin, a, b) for a, b in zip(adapted, state.adaptation)))
+            *(xp.where(in_burnin, xp.astype(a, b.dtype), b) for a, b in zip(adapted, state.adaptation)))
         return MALAState(z, potential, grad, eps, adaptation), MALAInfo(accept_prob, eps, grad_norm(grad, xp))

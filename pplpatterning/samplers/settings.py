@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 __all__ = [
+    "DTYPES",
     "SAMPLERS", "EXACT_SAMPLERS", "SG_SAMPLERS", "SamplerSettings", "LOSS_ESTIMATES", "OPTION_CHECKS",
     "SEED_LIMIT", "validate_options", "add_sampler", "remove_sampler",
 ]
@@ -48,6 +49,8 @@ SAMPLERS: Mapping[str, Mapping[str, Any]] = MappingProxyType(_TABLE)
 _STOCHASTIC_GRADIENT = set(SG_SAMPLERS)
 
 LOSS_ESTIMATES = ("full", "minibatch")
+#: The precisions a run can compute in (``SamplerSettings.dtype``).
+DTYPES = ("float64", "float32")
 
 
 def add_sampler(name: str, options: Mapping[str, Any], *, stochastic_gradient: bool) -> None:
@@ -151,6 +154,13 @@ class SamplerSettings:
         unbiased, noisier). Exact samplers always use ``"full"``.
     seed
         Integer seed in [0, 2**63); the same seed reproduces the same trace exactly.
+    dtype
+        Precision of the parameters, the data and the forward and backward passes:
+        ``"float64"`` (default; the toy zoo's small loss differences) or ``"float32"``
+        (networks: ~2× less memory and faster passes). Whatever the forward precision, the
+        per-sample differences l_i(w) - l_i(w*), the loss series and every accumulator are
+        float64 (docs/math.md §2). ``"float32"`` applies to the update-rule samplers (MALA and
+        the SG samplers); NUTS/HMC run in float64.
     options
         Sampler-specific options (see :data:`SAMPLERS`).
     """
@@ -166,6 +176,7 @@ class SamplerSettings:
     seed: int = 0
     progress_bar: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
+    dtype: str = "float64"
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -195,6 +206,11 @@ class SamplerSettings:
                 or not 0 <= int(self.seed) < SEED_LIMIT):
             raise ValueError(f"`seed` must be an integer in [0, 2**63), got {self.seed!r}.")
         object.__setattr__(self, "seed", int(self.seed))
+        if self.dtype not in DTYPES:
+            raise ValueError(f"`dtype` must be one of {DTYPES}, got {self.dtype!r}.")
+        if self.dtype != "float64" and self.sampler in ("nuts", "hmc"):
+            raise ValueError(f"`dtype={self.dtype!r}` applies to the update-rule samplers (MALA and the SG samplers); "
+                             f"{self.sampler!r} runs in float64: drop `dtype` or use sampler='mala'.")
         allowed = SAMPLERS[self.sampler]
         unknown = set(self.options) - set(allowed)
         if unknown:

@@ -94,6 +94,7 @@ def sample(
     observables: Mapping[str, Callable[..., Any]] | None = None,
     keep_params: bool = True,
     probes: Probes | None = None,
+    dtype: str = "float64",
     **options: Any,
 ) -> xr.DataTree:
     """Sample ``posterior`` and return a Trace (an ArviZ DataTree).
@@ -105,7 +106,12 @@ def sample(
     functions ``phi(params, xp) -> scalar`` evaluated on every kept draw (builders in
     :mod:`pplpatterning.spec.observables`). ``probes`` (a :class:`~pplpatterning.spec.probes.Probes`)
     adds the probe data sets' losses and the per-sample losses the susceptibility
-    estimators need. Sampler-specific options (``target_accept``, ``alpha``, ``diffusion``,
+    estimators need; all of them are evaluated at every kept draw inside the sampling loop
+    (:mod:`pplpatterning.sampling.record`), so the draws' parameters are held only with
+    ``keep_params``. ``dtype="float32"`` runs the parameters, data and passes in float32 with
+    the loss differences and accumulators in float64 (update-rule samplers; see
+    :class:`~pplpatterning.samplers.settings.SamplerSettings`). Sampler-specific options
+    (``target_accept``, ``alpha``, ``diffusion``,
     ...) are passed as keywords; see :data:`pplpatterning.samplers.settings.SAMPLERS`. The memory
     estimate is recorded in the Trace's attrs as ``memory_estimate_bytes``.
     """
@@ -117,7 +123,7 @@ def sample(
     settings = SamplerSettings(
         sampler=sampler, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
         step_size=step_size, batch_size=batch_size, thinning=thinning, loss_estimate=loss_estimate,
-        seed=seed, progress_bar=progress_bar, options=options,
+        seed=seed, progress_bar=progress_bar, options=options, dtype=dtype,
     )
     settings.resolved_batch_size(posterior.n)
     observables = {} if observables is None else observables
