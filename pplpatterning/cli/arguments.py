@@ -142,6 +142,9 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
                    help="sampler option, repeatable (e.g. --option target_accept=0.9; default: the sampler's "
                         "defaults in pplpatterning.SAMPLERS)")
     p.add_argument("--seed", type=int, default=0, help="run seed (the same seed gives the same trace)")
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                   help="precision of the parameters and passes (float32: MALA and SG samplers; loss differences "
+                        "stay float64; default float64)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown unless --json)")
 
 
@@ -238,14 +241,14 @@ def sample_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of ``sample()`` from :func:`add_sampler_args`' flags (progress bar off with --json)."""
     return dict(backend=a.backend, sampler=a.sampler, num_chains=a.chains, num_draws=a.draws, num_burnin=a.burnin,
                 step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning, loss_estimate=a.loss_estimate,
-                seed=a.seed, progress_bar=not (a.no_progress or a.json), **dict(a.option))
+                seed=a.seed, dtype=a.dtype, progress_bar=not (a.no_progress or a.json), **dict(a.option))
 
 
 def sampler_settings(a: argparse.Namespace) -> SamplerSettings:
     """The :class:`~pplpatterning.SamplerSettings` of :func:`add_sampler_args`' flags (to resolve probes early)."""
     return SamplerSettings(sampler=a.sampler, num_chains=a.chains, num_draws=a.draws, num_burnin=a.burnin,
                            step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning,
-                           loss_estimate=a.loss_estimate, seed=a.seed, options=dict(a.option))
+                           loss_estimate=a.loss_estimate, seed=a.seed, options=dict(a.option), dtype=a.dtype)
 
 
 def observables_from_specs(specs: list[str], post) -> dict[str, Any]:

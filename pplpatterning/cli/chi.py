@@ -162,7 +162,8 @@ def _probes(a: argparse.Namespace, post) -> tuple[dict[str, Any], np.ndarray | N
     validate_observables(observables, post)
     per_sample = None if a.per_sample is None else _index_list(a.per_sample, post.n, "--per-sample")
     held = post.model.generate(a.held_out, seed=a.data_seed + 999) if a.held_out else None
-    probes = Probes(datasets=datasets, per_sample=per_sample, held_out=held, thinning=a.probe_thinning)
+    probes = Probes(datasets=datasets, per_sample=per_sample, held_out=held, thinning=a.probe_thinning,
+                    stream={"auto": "auto", "yes": True, "no": False}[a.stream])
     if a.plot:
         rows = len(datasets) if per_sample is None else per_sample.size
         if rows < 2 or len(observables) < 2:
@@ -244,6 +245,9 @@ def add_chi_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--held-out", type=int, default=0, metavar="N", help="also record N fresh held-out points (0 = none)")
     p.add_argument("--probe-thinning", type=int, default=1, metavar="K",
                    help="record per-sample losses at every K-th kept draw")
+    p.add_argument("--stream", default="auto", choices=["auto", "yes", "no"],
+                   help="stream the per-sample losses into float64 batch sums (memory independent of --draws) "
+                        "instead of storing them (default auto: stream beyond 256 MiB)")
     add_strict_arg(p)
     p.add_argument("--json", action="store_true", help="print machine-readable JSON (default: a table)")
     p.add_argument("--save", metavar="PATH", help="save the trace (.nc, or .zarr with zarr installed; default: not saved)")
