@@ -55,9 +55,11 @@ def streamed_copy(trace, *, batches=None, keep_series=False, shift_scale=1.0):
     m = stream(phi, delta, shift_scale * phi[0, 0], shift_scale * delta[0, 0], batches=batches)
     ds = moments_dataset(m, observables=names + [MOMENTS_LOSS_DELTA], phi_shift=shift_scale * phi[0, 0],
                          delta_shift=shift_scale * delta[0, 0], num_train=ps.sizes.get("sample", 0),
-                         train_index=ps["sample"].values if "sample" in ps.coords else np.zeros(0, int),
+                         train_coords={"sample": ps["sample"].values} if "sample" in ps.coords else {},
                          train_weights=ps["weight"].values if "weight" in ps else np.zeros(0),
-                         num_held_out=ps.sizes.get("held_out_sample", 0), thinning=int(ps.attrs["thinning"]))
+                         num_held_out=ps.sizes.get("held_out_sample", 0),
+                         held_out_coords={"held_out_sample": ps["held_out_sample"].values}
+                         if "held_out_sample" in ps.coords else {}, thinning=int(ps.attrs["thinning"]))
     out = trace.copy()
     if not keep_series:
         del out[PER_SAMPLE_GROUP]
@@ -155,7 +157,8 @@ def test_incomplete_batches():
     m = stream(phi, delta, np.zeros(1), np.zeros(R), batches=10, recorded=recorded)
     assert (m.count == 0).sum() == 3 + 8  # batches 7-9 of chain 1, 2-9 of chain 2
     ds = moments_dataset(m, observables=["phi"], phi_shift=np.zeros(1), delta_shift=np.zeros(R), num_train=R,
-                         train_index=np.arange(R), train_weights=np.ones(R), num_held_out=0, thinning=1)
+                         train_coords={"sample": np.arange(R)}, train_weights=np.ones(R), num_held_out=0,
+                         held_out_coords={}, thinning=1)
     tr = xr.DataTree.from_dict({"/": xr.Dataset(attrs={"n_beta": 2.0}), "sample_stats": xr.Dataset(
         {"loss": (("chain", "draw"), np.zeros((C, J)))}), MOMENTS_GROUP: ds})
     att = attribution(tr, "phi")

@@ -47,9 +47,10 @@ def record_args(plan: ProbePlan | None) -> RecordArgs:
 class Recorder:
     """What the driver evaluates at each kept draw (a static, hashable-by-identity object)."""
 
-    def __init__(self, record: DrawRecord, loss_fn, num_chains: int):
+    def __init__(self, record: DrawRecord, loss_fn, num_chains: int, token_loss_fn=None):
         self.record = record
         self.loss_fn = loss_fn
+        self.token_loss_fn = token_loss_fn
         self.num_chains = int(num_chains)
 
     def one(self, z: dict, args: PosteriorArgs, rargs: RecordArgs) -> DrawValues:
@@ -58,7 +59,8 @@ class Recorder:
         params.update(z)
         return draw_values(self.record, self.loss_fn, params, data=args.data, weights=args.weights,
                            loss_at_centre=args.loss_at_centre, consts=args.consts, datasets=rargs.datasets,
-                           train_index=rargs.train_index, held_out=rargs.held_out, xp=jnp)
+                           train_index=rargs.train_index, held_out=rargs.held_out, xp=jnp,
+                           token_loss_fn=self.token_loss_fn)
 
     def values(self, z: dict, args: PosteriorArgs, rargs: RecordArgs) -> DrawValues:
         """The values of every chain: ``z`` is (C, ...) per leaf, or unbatched when C = 1."""

@@ -87,7 +87,7 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: Dr
     init = {k: (jnp.broadcast_to(v, (C,) + v.shape) if C > 1 else v) for k, v in args.centre.items()}
     recorder = rargs = None
     if record is not None and record.evaluates_anything:
-        recorder = Recorder(record, post.model.loss, C)
+        recorder = Recorder(record, post.model.loss, C, post.model.token_loss)
         rargs = recorder.with_shifts(args, record_args(plan))
     seg = run_segmented(kernel, args, init, settings, stat_fields(settings), recorder=recorder, rargs=rargs,
                         keep_draws=keep_params)

@@ -37,8 +37,10 @@ def _rows_view(acc, chains: slice):
 class Recorder:
     """The recorded values of a run of ``num_chains`` × ``num_draws`` kept draws."""
 
-    def __init__(self, record: DrawRecord, tp: TorchPosterior, plan: ProbePlan | None, num_chains: int):
+    def __init__(self, record: DrawRecord, tp: TorchPosterior, plan: ProbePlan | None, num_chains: int,
+                 token_loss_fn=None):
         self.record, self.tp = record, tp
+        self.token_loss_fn = token_loss_fn
         C, D = num_chains, record.num_draws
         as_t = lambda d: {k: as_data_tensor(v) for k, v in d.items()}  # noqa: E731
         self.datasets = {name: as_t(d) for name, d in plan.datasets.items()} if plan is not None else {}
@@ -56,7 +58,8 @@ class Recorder:
         tp = self.tp
         v = draw_values(self.record, tp.loss_fn, tp.full_params(tp.unflatten(z)), data=tp.data, weights=tp.weights,
                         loss_at_centre=tp.loss_at_centre, consts=tp.consts, datasets=self.datasets,
-                        train_index=self.train_index, held_out=self.held_out, xp=xp)
+                        train_index=self.train_index, held_out=self.held_out, xp=xp,
+                        token_loss_fn=self.token_loss_fn)
         return {k: x for k, x in v._asdict().items() if x is not None}  # vmap returns tensors only
 
     def values(self, z: torch.Tensor) -> DrawValues:

@@ -98,8 +98,8 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: Dr
     t_start = time.perf_counter()
     tp = torch_posterior(post, settings.dtype)
     with _torch_threads(settings.num_chains * settings.resolved_batch_size(post.n) * max(tp.dim, 1)):
-        recorder = Recorder(record, tp, plan, settings.num_chains) if record is not None and \
-            record.evaluates_anything else None
+        recorder = Recorder(record, tp, plan, settings.num_chains, post.model.token_loss) \
+            if record is not None and record.evaluates_anything else None
         chains = _run(tp, post, settings, keep_params, recorder)
     D = chains.num_done
     stats = {name: chains.stats[name][:, :D].numpy() for name in sorted(chains.stats)}

@@ -72,7 +72,10 @@ def check_at_centre(module, posterior: GibbsPosterior, observables: Mapping[str,
     batch = plan.per_sample_batch
     if batch is not None:
         def per_sample(p, c, xp):
-            return sample_losses(loss, p, _backend_batch(batch, xp), c, xp)
+            rows = _backend_batch(batch, xp)
+            if plan.tokens:  # one row per (sequence, position)
+                return xp.reshape(posterior.model.token_loss(p, rows, c, xp), (-1,))
+            return sample_losses(loss, p, rows, c, xp)
         _finite_scalar_at_centre(module, posterior, per_sample, "the per-sample probe losses",
                                  shape=(plan.num_per_sample,))
 
@@ -169,8 +172,9 @@ def assemble_trace(module: Backend, posterior: GibbsPosterior, settings: Sampler
         if record.per_sample == "streamed":
             groups[MOMENTS_GROUP] = moments_dataset(
                 ev.moments, observables=record.observable_names + [MOMENTS_LOSS_DELTA], phi_shift=ev.moment_shifts[0],
-                delta_shift=ev.moment_shifts[1], num_train=plan.num_train, train_index=plan.train_index,
-                train_weights=plan.train_weights, num_held_out=plan.num_held_out, thinning=plan.thinning)
+                delta_shift=ev.moment_shifts[1], num_train=plan.num_train, train_coords=plan.row_coords("train"),
+                train_weights=plan.row_weights, num_held_out=plan.num_held_out,
+                held_out_coords=plan.row_coords("held_out"), thinning=plan.thinning)
     attrs = run_attrs(posterior, settings, backend=module.name, dtype=run.dtype, packages=module.packages,
                       incomplete_reason=incomplete_reason(run.stop_reason, ev, D),
                       sampling_seconds=run.seconds, evaluation_seconds=0.0)

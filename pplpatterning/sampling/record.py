@@ -50,6 +50,7 @@ class DrawRecord:
     num_draws: int = 0                                        # kept draws per chain
     num_batches: int = 1                                      # streamed: batches per chain
     num_rows: int = 0                                         # recorded training samples + held-out points
+    token_reduction: str | None = None                        # per-token rows: how tokens make l_i
 
     @property
     def num_recorded(self) -> int:
@@ -79,6 +80,7 @@ def make_record(settings: SamplerSettings, observables: Mapping[str, Callable[..
         datasets=tuple(sorted(plan.datasets)) if plan is not None else (),
         per_sample=mode, thinning=thinning, num_draws=settings.num_draws,
         num_rows=plan.num_per_sample if plan is not None else 0,
+        token_reduction=plan.token_reduction if plan is not None else None,
     )
     if mode == "streamed":
         record = DrawRecord(**{**record.__dict__, "num_batches": num_batches(record.num_recorded)})
@@ -95,20 +97,33 @@ class DrawValues(NamedTuple):
     rows: Any                  # l_z(w) of the recorded training samples then held-out points, or None
 
 
+def _rows_and_losses(record: DrawRecord, loss_fn, token_loss_fn, params, batch, consts, xp):
+    """(rows, per-sample losses) of ``batch`` in float64: rows are l_z, or with per-token rows
+    the flattened l_{z,t} (the per-sample losses then their reduction: one forward pass)."""
+    if record.token_reduction is None:
+        losses = xp.astype(loss_fn(params, batch, consts, xp), xp.float64)
+        return losses, losses
+    tokens = xp.astype(token_loss_fn(params, batch, consts, xp), xp.float64)
+    reduced = xp.mean(tokens, axis=-1) if record.token_reduction == "mean" else xp.sum(tokens, axis=-1)
+    return tokens, reduced
+
+
 def draw_values(record: DrawRecord, loss_fn, params, *, data, weights, loss_at_centre, consts, datasets,
-                train_index, held_out, xp) -> DrawValues:
+                train_index, held_out, xp, token_loss_fn=None) -> DrawValues:
     """The values of one draw (see the module docstring). ``datasets``: {name: batch};
-    ``train_index``: integer array of the recorded training rows; ``held_out``: a batch or
-    None. The training rows come from the loss's forward pass."""
+    ``train_index``: integer array of the recorded training sequences; ``held_out``: a batch
+    or None; ``token_loss_fn``: the model's per-token loss (per-token rows). The training
+    rows come from the loss's forward pass."""
     loss = delta = rows = None
     if record.with_loss:
-        losses = xp.astype(loss_fn(params, data, consts, xp), xp.float64)
+        per_row, losses = _rows_and_losses(record, loss_fn, token_loss_fn, params, data, consts, xp)
         loss = xp.mean(weights * losses)
         delta = xp.mean(weights * (losses - loss_at_centre))
         if record.per_sample != "none":
-            parts = [xp.take(losses, train_index, axis=0)] if train_index.shape[0] else []
+            parts = [xp.take(per_row, train_index, axis=0)] if train_index.shape[0] else []
             if held_out is not None:
-                parts.append(xp.astype(loss_fn(params, held_out, consts, xp), xp.float64))
+                parts.append(_rows_and_losses(record, loss_fn, token_loss_fn, params, held_out, consts, xp)[0])
+            parts = [xp.reshape(p, (-1,)) for p in parts]
             rows = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
     obs = {name: xp.astype(xp.asarray(fn(params, xp)), xp.float64) for name, fn in record.observables}
     means = {name: xp.astype(xp.mean(loss_fn(params, datasets[name], consts, xp)), xp.float64)

@@ -21,6 +21,12 @@ everything the estimators need to check themselves against known answers:
 
 The ``loss`` must be a module-level function (not a closure or bound method) so that it
 hashes the same across instances; backends key their compiled programs on it.
+
+Sequence models (``Model(..., tokens="mean")`` or ``"sum"``): the loss returns per-token
+losses, shape ``(batch, T)``; the model's per-sample loss is their mean (or sum) over the T
+tokens of each sequence (:class:`TokenReduced`), which is what the posterior uses, and the
+per-token losses stay available (``Model.token_loss``) for per-token susceptibilities
+(``Probes(per_token=True)``).
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Model", "LossFn"]
+__all__ = ["Model", "LossFn", "TokenReduced", "TOKEN_REDUCTIONS"]
+
+#: How a sequence's per-token losses become its per-sample loss.
+TOKEN_REDUCTIONS = ("mean", "sum")
 
 LossFn = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any], Any], Any]
 
@@ -44,6 +53,20 @@ def _frozen_arrays(arrays: Mapping[str, Any], what: str) -> Mapping[str, np.ndar
         arr.setflags(write=False)
         out[str(key)] = arr
     return MappingProxyType(out)
+
+
+@dataclass(frozen=True)
+class TokenReduced:
+    """l_i(w) = mean_t (or sum_t) of ``token_loss(params, batch, consts, xp)[i, t]``: the
+    per-sample loss of a model whose loss returns per-token losses (batch, T). Equal (and
+    hashing equal) for the same function and reduction, like a module-level loss."""
+
+    token_loss: LossFn
+    how: str = "mean"
+
+    def __call__(self, params, batch, consts, xp):
+        per_token = self.token_loss(params, batch, consts, xp)
+        return xp.mean(per_token, axis=-1) if self.how == "mean" else xp.sum(per_token, axis=-1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,6 +96,11 @@ class Model:
         Optional ``target_fn(posterior) -> float``: exact finite-nβ expectation of λ̂.
     description
         One line for tables and ``--help``.
+    tokens
+        ``None`` (default): ``loss`` returns one loss per sample. ``"mean"`` / ``"sum"``:
+        ``loss`` returns per-token losses ``(batch, T)`` and the per-sample loss is their
+        mean / sum over the sequence (``Model.loss`` is then that reduction and
+        ``Model.token_loss`` the per-token function).
     """
 
     name: str
@@ -86,10 +114,16 @@ class Model:
     centre_fn: Callable[..., dict[str, np.ndarray]] | None = None
     target_fn: Callable[[Any], float | None] | None = None
     description: str = ""
+    tokens: str | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.loss):
             raise TypeError(f"Model {self.name!r}: `loss` must be callable, got {type(self.loss).__name__}.")
+        if self.tokens is not None:
+            if self.tokens not in TOKEN_REDUCTIONS:
+                raise ValueError(f"Model {self.name!r}: `tokens` must be None, 'mean' or 'sum', got {self.tokens!r}.")
+            if not isinstance(self.loss, TokenReduced):
+                object.__setattr__(self, "loss", TokenReduced(self.loss, self.tokens))
         shapes = {str(k): tuple(int(s) for s in v) for k, v in self.param_shapes.items()}
         if not shapes:
             raise ValueError(f"Model {self.name!r}: `param_shapes` is empty; a model needs at least one parameter.")
@@ -108,6 +142,11 @@ class Model:
             raise ValueError(f"Model {self.name!r}: `centre` has unknown parameters {sorted(extra)}.")
         object.__setattr__(self, "centre", centre)
         object.__setattr__(self, "consts", _frozen_arrays(self.consts, "consts"))
+
+    @property
+    def token_loss(self) -> LossFn | None:
+        """The per-token loss ``(batch, T)`` of a sequence model (``tokens`` set), else None."""
+        return self.loss.token_loss if isinstance(self.loss, TokenReduced) else None
 
     @property
     def dim(self) -> int:

@@ -167,6 +167,13 @@ class Probes:
         of the number of draws); ``False``: store them, (chain, draw, sample); ``"auto"``
         (default): store them when they take at most :data:`STREAM_ABOVE_BYTES`, else stream.
         The per-sample estimators read either.
+    per_token
+        For a sequence model (``Model(tokens="mean"|"sum")``): record every token's loss
+        l_{z,t}(w) of the chosen sequences instead of the sequence's l_z, for per-token
+        susceptibilities χ_{z,t} = -Cov(φ, l_{z,t} - L). The row dimension then holds one
+        row per (sequence, position), with coordinates ``sequence`` and ``position``; a row's
+        ``weight`` is c ρ_z / T (mean) or c ρ_z (sum), so the exact identity of docs/math.md
+        §3 holds over tokens.
     """
 
     datasets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -174,6 +181,7 @@ class Probes:
     held_out: Mapping[str, Any] | None = None
     thinning: int = 1
     stream: bool | str = "auto"
+    per_token: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.datasets, Mapping):
@@ -204,6 +212,11 @@ class Probes:
             raise TypeError("`held_out` must be a data dict {name: array} or None.")
         if not (isinstance(self.stream, (bool, np.bool_)) or self.stream == "auto"):
             raise ValueError(f"`stream` must be True, False or 'auto', got {self.stream!r}.")
+        if not isinstance(self.per_token, (bool, np.bool_)):
+            raise TypeError(f"`per_token` must be True or False, got {self.per_token!r}.")
+        if self.per_token and self.per_sample is None and self.held_out is None:
+            raise ValueError("`per_token=True` records the tokens of `per_sample` sequences or `held_out` ones; "
+                             "give one of them.")
         if not self.datasets and self.per_sample is None and self.held_out is None:
             raise ValueError("`Probes` records nothing: give `datasets`, `per_sample` or `held_out`.")
 
@@ -228,7 +241,8 @@ class Probes:
                 raise ValueError(f"`per_sample` indices {bad[:5].tolist()} are outside the training set "
                                  f"[0, {n}); use 'all' or indices 0..{n - 1}.")
         held = None if self.held_out is None else _check_dataset(posterior, self.held_out, "probes.held_out")
-        num = idx.size + (0 if held is None else next(iter(held.values())).shape[0])
+        tokens = self._tokens_per_sequence(posterior)
+        num = (idx.size + (0 if held is None else next(iter(held.values())).shape[0])) * max(tokens, 1)
         stored = settings.num_chains * math.ceil(settings.num_draws / self.thinning) * num * _BYTES
         stream = bool(self.stream) if self.stream != "auto" else stored > STREAM_ABOVE_BYTES
         # the streamed sums' memory is estimated with the run's (pplpatterning.sampling.memory)
@@ -246,7 +260,24 @@ class Probes:
             thinning=self.thinning,
             memory_bytes=need,
             stream=bool(num) and stream,
+            tokens=tokens,
+            token_reduction=posterior.model.tokens if tokens else None,
         )
+
+    def _tokens_per_sequence(self, posterior: GibbsPosterior) -> int:
+        """T of a per-token probe (the shape of the model's token loss on one training row), else 0."""
+        if not self.per_token:
+            return 0
+        token_loss = posterior.model.token_loss
+        if token_loss is None:
+            raise ValueError("`per_token=True` needs a sequence model whose loss returns per-token losses "
+                             "(batch, T): build it with `Model(..., tokens='mean')` (or 'sum').")
+        row = {k: np.asarray(v)[:1] for k, v in posterior.data.items()}
+        out = np.asarray(token_loss(dict(posterior.centre), row, posterior.model.consts, np))
+        if out.ndim != 2 or out.shape[0] != 1:
+            raise ValueError(f"`per_token=True`: the model's token loss must return shape (batch, T); on one row "
+                             f"it returned {out.shape}.")
+        return int(out.shape[1])
 
 
 @dataclass(frozen=True, eq=False)
@@ -262,14 +293,44 @@ class ProbePlan:
     thinning: int
     memory_bytes: int  # of the stored per-sample losses (0 when streamed)
     stream: bool = False  # per-sample losses streamed into batch sums (else stored)
+    tokens: int = 0  # T: one row per (sequence, position) when per-token losses are recorded
+    token_reduction: str | None = None
+
+    @property
+    def rows_per_sequence(self) -> int:
+        return max(int(self.tokens), 1)
 
     @property
     def num_train(self) -> int:
-        return int(self.train_index.size)
+        """Recorded training rows (samples, or sample × position with per-token losses)."""
+        return int(self.train_index.size) * self.rows_per_sequence
 
     @property
     def num_held_out(self) -> int:
-        return 0 if self.held_out is None else int(next(iter(self.held_out.values())).shape[0])
+        held = 0 if self.held_out is None else int(next(iter(self.held_out.values())).shape[0])
+        return held * self.rows_per_sequence
+
+    def row_coords(self, kind: str) -> dict[str, Any]:
+        """The xarray coordinates of the ``kind`` ("train" or "held_out") rows: dim ``sample``
+        (training indices) or ``held_out_sample``; with per-token rows a flat row id
+        (sequence · T + position) plus the coordinates ``sequence`` and ``position``."""
+        dim = "sample" if kind == "train" else "held_out_sample"
+        seqs = (self.train_index if kind == "train"
+                else np.arange(self.num_held_out // self.rows_per_sequence, dtype=np.int64))
+        if not self.tokens:
+            return {dim: np.asarray(seqs).copy()}
+        T = self.tokens
+        seq = np.repeat(seqs, T)
+        pos = np.tile(np.arange(T, dtype=np.int64), seqs.size)
+        return {dim: seq * T + pos, "sequence": (dim, seq), "position": (dim, pos)}
+
+    @property
+    def row_weights(self) -> np.ndarray:
+        """c ρ per recorded training row: c ρ_z, or per token c ρ_z / T (mean) and c ρ_z (sum)."""
+        if not self.tokens:
+            return self.train_weights.copy()
+        w = np.repeat(self.train_weights, self.tokens)
+        return w / self.tokens if self.token_reduction == "mean" else w
 
     @property
     def num_per_sample(self) -> int:
@@ -319,11 +380,11 @@ class ProbePlan:
             coords = {"chain": np.arange(arr.shape[0]), "draw": draws}
             data = {}
             if self.num_train:
-                coords["sample"] = self.train_index.copy()
+                coords.update(self.row_coords("train"))
                 data["train"] = (("chain", "draw", "sample"), arr[:, :, : self.num_train])
-                data["weight"] = (("sample",), self.train_weights.copy())
+                data["weight"] = (("sample",), self.row_weights)
             if self.num_held_out:
-                coords["held_out_sample"] = np.arange(self.num_held_out)
+                coords.update(self.row_coords("held_out"))
                 data["held_out"] = (("chain", "draw", "held_out_sample"), arr[:, :, self.num_train:])
             ds = xr.Dataset(data, coords=coords)
             ds.attrs.update(thinning=int(self.thinning),

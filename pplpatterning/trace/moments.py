@@ -93,7 +93,7 @@ def add_draw(m: Moments, b, phi, delta, phi_shift, delta_shift, xp) -> Moments:
 
 
 def moments_dataset(m: Moments, *, observables: list[str], phi_shift, delta_shift, num_train: int,
-                    train_index: np.ndarray, train_weights: np.ndarray, num_held_out: int,
+                    train_coords: dict, train_weights: np.ndarray, num_held_out: int, held_out_coords: dict,
                     thinning: int) -> xr.Dataset:
     """The Trace group :data:`MOMENTS_GROUP` from NumPy accumulators (rows: the recorded
     training samples, then the held-out points, as in ``ProbePlan.per_sample_batch``).
@@ -102,7 +102,8 @@ def moments_dataset(m: Moments, *, observables: list[str], phi_shift, delta_shif
     ``phi_shift`` (observable); for ``train`` (dim ``sample``, the training indices) and
     ``held_out`` (dim ``held_out_sample``): ``<rows>_sum`` (chain, batch, row),
     ``<rows>_cross`` (chain, batch, row, observable) and ``<rows>_shift`` (row); ``weight``
-    (sample) = c ρ_z.
+    (sample) = c ρ_z. ``train_coords`` / ``held_out_coords``: the rows' coordinates
+    (``ProbePlan.row_coords``: the row dim, and ``sequence``/``position`` for per-token rows).
     """
     count, phi, delta, cross = (np.asarray(a, dtype=np.float64) for a in m)
     C, B = count.shape
@@ -122,10 +123,10 @@ def moments_dataset(m: Moments, *, observables: list[str], phi_shift, delta_shif
         data[f"{name}_cross"] = (("chain", "batch", dim, "observable"), cross[:, :, rows])
         data[f"{name}_shift"] = ((dim,), dshift[rows])
     if num_train:
-        coords["sample"] = np.asarray(train_index).copy()
+        coords.update(train_coords)
         data["weight"] = (("sample",), np.asarray(train_weights, dtype=np.float64).copy())
     if num_held_out:
-        coords["held_out_sample"] = np.arange(num_held_out)
+        coords.update(held_out_coords)
     ds = xr.Dataset(data, coords=coords)
     ds.attrs.update(thinning=int(thinning), num_recorded=int(count.sum(axis=1).max(initial=0)),
                     description="float64 batch sums of φ - φ(w*), ΔL_z - ΔL_z(w*) and their products at every "
