@@ -69,3 +69,31 @@ def test_auto_streams_only_large_per_sample_losses(post):
 def test_stream_must_be_a_bool_or_auto():
     with pytest.raises(ValueError, match="`stream` must be True, False or 'auto'"):
         Probes(per_sample="all", stream="yes")
+
+
+@pytest.mark.parametrize("backend", ["numpyro", "pyro"])
+def test_the_loss_on_a_fixed_evaluation_subset(post, backend):
+    """loss_estimate="subset": L on eval_size fixed rows (drawn once from the seed) at every kept draw."""
+    pytest.importorskip("jax" if backend == "numpyro" else "torch")
+    from pplpatterning.sampling.record import evaluation_subset
+
+    kw = dict(KW, backend=backend, sampler="mala", keep_params=True)
+    full = pp.sample(post, **kw)
+    every_row = pp.sample(post, loss_estimate="subset", eval_size=post.n, **kw)
+    np.testing.assert_array_equal(every_row["sample_stats"]["loss_delta"].values, full["sample_stats"]["loss_delta"].values)
+    sub = pp.sample(post, loss_estimate="subset", eval_size=25, **kw)
+    assert sub.attrs["loss_estimate"] == "subset" and sub.attrs["eval_size"] == 25
+    rows = evaluation_subset(SamplerSettings(**{k: v for k, v in KW.items() if k != "progress_bar"}, sampler="mala",
+                                             loss_estimate="subset", eval_size=25), post.n)
+    assert rows.size == 25 and np.unique(rows).size == 25
+    w = sub["posterior"]["w"].values
+    data = {k: v[rows] for k, v in post.data.items()}
+    lstar = post.loss_at_centre_per_sample[rows]
+    ref = np.array([[np.mean(post.model.per_sample_loss_numpy({"w": w[c, d]}, data) - lstar)
+                     for d in range(w.shape[1])] for c in range(w.shape[0])])
+    np.testing.assert_allclose(sub["sample_stats"]["loss_delta"].values, ref, rtol=1e-10, atol=1e-14)
+    np.testing.assert_array_equal(sub["posterior"]["w"].values, full["posterior"]["w"].values)  # sampling untouched
+    with pytest.raises(ValueError, match="`eval_size` applies to loss_estimate='subset'"):
+        pp.sample(post, eval_size=10, **kw)
+    with pytest.raises(ValueError, match="`probes` need the full-batch training loss"):
+        pp.sample(post, loss_estimate="subset", probes=Probes(per_sample="all"), **kw)

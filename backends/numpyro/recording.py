@@ -26,8 +26,12 @@ __all__ = ["Recorder", "RecordArgs", "record_args"]
 
 
 class RecordArgs(NamedTuple):
-    """The probe arrays, passed as traced arguments (kinds kept: integer ids stay integer)."""
+    """The recorded loss's rows and the probe arrays, passed as traced arguments (kinds kept:
+    integer ids stay integer)."""
 
+    data: dict[str, jax.Array]  # the rows of L: the training data, or its evaluation subset
+    weights: jax.Array
+    loss_at_centre: jax.Array
     datasets: dict[str, dict[str, jax.Array]]
     train_index: jax.Array
     held_out: dict[str, jax.Array] | None
@@ -35,12 +39,19 @@ class RecordArgs(NamedTuple):
 
 
 @in_float64
-def record_args(plan: ProbePlan | None) -> RecordArgs:
-    """The probe data of ``plan`` as JAX arrays (shifts filled in by :meth:`Recorder.with_shifts`)."""
+def record_args(plan: ProbePlan | None, args: PosteriorArgs, record: DrawRecord, dtype: str = "float64") -> RecordArgs:
+    """The rows of the recorded loss (``record.loss_rows`` of ``args``, or all of them) and the
+    probe data of ``plan`` as JAX arrays (shifts filled in by :meth:`Recorder.with_shifts`)."""
+    data, weights, lstar = args.data, args.weights, args.loss_at_centre
+    if record.loss_rows is not None:
+        rows = jnp.asarray(record.loss_rows)
+        data = {k: v[rows] for k, v in data.items()}
+        weights, lstar = weights[rows], lstar[rows]
     if plan is None:
-        return RecordArgs({}, jnp.zeros(0, dtype=jnp.int64), None, ())
-    held = None if plan.held_out is None else {k: as_data(v) for k, v in plan.held_out.items()}
-    return RecordArgs({name: {k: as_data(v) for k, v in d.items()} for name, d in plan.datasets.items()},
+        return RecordArgs(data, weights, lstar, {}, jnp.zeros(0, dtype=jnp.int64), None, ())
+    held = None if plan.held_out is None else {k: as_data(v, dtype) for k, v in plan.held_out.items()}
+    return RecordArgs(data, weights, lstar,
+                      {name: {k: as_data(v, dtype) for k, v in d.items()} for name, d in plan.datasets.items()},
                       jnp.asarray(plan.train_index, dtype=jnp.int64), held, ())
 
 
@@ -57,8 +68,8 @@ class Recorder:
         """The values of one chain's position ``z`` (the sampled parameters' pytree)."""
         params = dict(args.frozen)
         params.update(z)
-        return draw_values(self.record, self.loss_fn, params, data=args.data, weights=args.weights,
-                           loss_at_centre=args.loss_at_centre, consts=args.consts, datasets=rargs.datasets,
+        return draw_values(self.record, self.loss_fn, params, data=rargs.data, weights=rargs.weights,
+                           loss_at_centre=rargs.loss_at_centre, consts=args.consts, datasets=rargs.datasets,
                            train_index=rargs.train_index, held_out=rargs.held_out, xp=jnp,
                            token_loss_fn=self.token_loss_fn)
 

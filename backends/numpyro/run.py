@@ -88,7 +88,7 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: Dr
     recorder = rargs = None
     if record is not None and record.evaluates_anything:
         recorder = Recorder(record, post.model.loss, C, post.model.token_loss)
-        rargs = recorder.with_shifts(args, record_args(plan))
+        rargs = recorder.with_shifts(args, record_args(plan, args, record, settings.dtype))
     seg = run_segmented(kernel, args, init, settings, stat_fields(settings), recorder=recorder, rargs=rargs,
                         keep_draws=keep_params)
     values = evaluation_of(seg.values, seg.acc, record, rargs) if recorder is not None else None

@@ -42,7 +42,12 @@ class Recorder:
         self.record, self.tp = record, tp
         self.token_loss_fn = token_loss_fn
         C, D = num_chains, record.num_draws
-        as_t = lambda d: {k: as_data_tensor(v) for k, v in d.items()}  # noqa: E731
+        as_t = lambda d: {k: as_data_tensor(v, tp.dtype) for k, v in d.items()}  # noqa: E731
+        self.data, self.weights, self.loss_at_centre = tp.data, tp.weights, tp.loss_at_centre
+        if record.loss_rows is not None:  # loss_estimate="subset": L on its fixed rows
+            rows = torch.tensor(np.array(record.loss_rows, dtype=np.int64))
+            self.data = {k: v[rows] for k, v in tp.data.items()}
+            self.weights, self.loss_at_centre = tp.weights[rows], tp.loss_at_centre[rows]
         self.datasets = {name: as_t(d) for name, d in plan.datasets.items()} if plan is not None else {}
         self.held_out = as_t(plan.held_out) if plan is not None and plan.held_out is not None else None
         index = plan.train_index if plan is not None else np.zeros(0, dtype=np.int64)
@@ -56,8 +61,9 @@ class Recorder:
 
     def _one(self, z: torch.Tensor) -> dict:
         tp = self.tp
-        v = draw_values(self.record, tp.loss_fn, tp.full_params(tp.unflatten(z)), data=tp.data, weights=tp.weights,
-                        loss_at_centre=tp.loss_at_centre, consts=tp.consts, datasets=self.datasets,
+        v = draw_values(self.record, tp.loss_fn, tp.full_params(tp.unflatten(z)), data=self.data,
+                        weights=self.weights, loss_at_centre=self.loss_at_centre, consts=tp.consts,
+                        datasets=self.datasets,
                         train_index=self.train_index, held_out=self.held_out, xp=xp,
                         token_loss_fn=self.token_loss_fn)
         return {k: x for k, x in v._asdict().items() if x is not None}  # vmap returns tensors only

@@ -136,8 +136,11 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
                    help="step size ε (default: adapted for NUTS/HMC/MALA, 1e-4 for SG samplers)")
     p.add_argument("--batch-size", type=int, default=None, help="minibatch size of SG samplers (default min(n, 256))")
     p.add_argument("--thinning", type=int, default=1, help="keep every K-th step")
-    p.add_argument("--loss-estimate", default="full", choices=["full", "minibatch"],
-                   help="per-draw loss: full-batch L_n, or the SG sampler's own minibatch estimate")
+    p.add_argument("--loss-estimate", default="full", choices=["full", "minibatch", "subset"],
+                   help="per-draw loss: full-batch L_n, the SG sampler's own minibatch estimate, or L on a fixed "
+                        "random subset of --eval-size rows (default full)")
+    p.add_argument("--eval-size", type=int, default=None, metavar="M",
+                   help="rows of the evaluation subset with --loss-estimate subset (default min(n, 1024))")
     p.add_argument("--option", action="append", type=key_value_arg, default=[], metavar="KEY=VALUE",
                    help="sampler option, repeatable (e.g. --option target_accept=0.9; default: the sampler's "
                         "defaults in pplpatterning.SAMPLERS)")
@@ -241,14 +244,15 @@ def sample_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of ``sample()`` from :func:`add_sampler_args`' flags (progress bar off with --json)."""
     return dict(backend=a.backend, sampler=a.sampler, num_chains=a.chains, num_draws=a.draws, num_burnin=a.burnin,
                 step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning, loss_estimate=a.loss_estimate,
-                seed=a.seed, dtype=a.dtype, progress_bar=not (a.no_progress or a.json), **dict(a.option))
+                seed=a.seed, dtype=a.dtype, eval_size=a.eval_size, progress_bar=not (a.no_progress or a.json), **dict(a.option))
 
 
 def sampler_settings(a: argparse.Namespace) -> SamplerSettings:
     """The :class:`~pplpatterning.SamplerSettings` of :func:`add_sampler_args`' flags (to resolve probes early)."""
     return SamplerSettings(sampler=a.sampler, num_chains=a.chains, num_draws=a.draws, num_burnin=a.burnin,
                            step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning,
-                           loss_estimate=a.loss_estimate, seed=a.seed, options=dict(a.option), dtype=a.dtype)
+                           loss_estimate=a.loss_estimate, seed=a.seed, options=dict(a.option), dtype=a.dtype,
+                           eval_size=a.eval_size)
 
 
 def observables_from_specs(specs: list[str], post) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 __all__ = [
-    "DTYPES",
+    "DTYPES", "DEFAULT_EVAL_SIZE",
     "SAMPLERS", "EXACT_SAMPLERS", "SG_SAMPLERS", "SamplerSettings", "LOSS_ESTIMATES", "OPTION_CHECKS",
     "SEED_LIMIT", "validate_options", "add_sampler", "remove_sampler",
 ]
@@ -48,7 +48,9 @@ _TABLE: dict[str, Mapping[str, Any]] = {
 SAMPLERS: Mapping[str, Mapping[str, Any]] = MappingProxyType(_TABLE)
 _STOCHASTIC_GRADIENT = set(SG_SAMPLERS)
 
-LOSS_ESTIMATES = ("full", "minibatch")
+LOSS_ESTIMATES = ("full", "minibatch", "subset")
+#: Rows of the fixed evaluation subset when ``loss_estimate="subset"`` and no ``eval_size`` is given.
+DEFAULT_EVAL_SIZE = 1024
 #: The precisions a run can compute in (``SamplerSettings.dtype``).
 DTYPES = ("float64", "float32")
 
@@ -151,7 +153,12 @@ class SamplerSettings:
     loss_estimate
         ``"full"``: L_n(w) evaluated on the full data at every kept draw (exact);
         ``"minibatch"``: the SG sampler's own minibatch loss at each kept step (cheap,
-        unbiased, noisier). Exact samplers always use ``"full"``.
+        unbiased, noisier); ``"subset"``: L on one fixed random subset of ``eval_size`` rows,
+        drawn once from ``seed`` (the same rows at every draw, so the differences stay
+        smooth; the cost of a kept draw no longer grows with n). Exact samplers use
+        ``"full"`` or ``"subset"``; probes need ``"full"``.
+    eval_size
+        Rows of the evaluation subset (``loss_estimate="subset"``; default min(n, 1024)).
     seed
         Integer seed in [0, 2**63); the same seed reproduces the same trace exactly.
     dtype
@@ -177,6 +184,7 @@ class SamplerSettings:
     progress_bar: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
     dtype: str = "float64"
+    eval_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -198,6 +206,11 @@ class SamplerSettings:
                 raise ValueError(f"`batch_size` must be a positive integer, got {self.batch_size!r}.")
         if self.loss_estimate not in LOSS_ESTIMATES:
             raise ValueError(f"`loss_estimate` must be one of {LOSS_ESTIMATES}, got {self.loss_estimate!r}.")
+        if self.eval_size is not None:
+            if self.loss_estimate != "subset":
+                raise ValueError("`eval_size` applies to loss_estimate='subset'; drop it or set loss_estimate='subset'.")
+            if isinstance(self.eval_size, bool) or not isinstance(self.eval_size, int) or self.eval_size < 1:
+                raise ValueError(f"`eval_size` must be a positive integer, got {self.eval_size!r}.")
         if self.loss_estimate == "minibatch" and not self.is_stochastic_gradient:
             raise ValueError(
                 f"`loss_estimate='minibatch'` applies to SG samplers only; {self.sampler!r} uses the full loss."
@@ -241,6 +254,15 @@ class SamplerSettings:
             raise ValueError(f"`batch_size`={b} exceeds the number of samples n={n}; use batch_size ≤ {n}.")
         return b
 
+    def resolved_eval_size(self, n: int) -> int | None:
+        """Rows of the evaluation subset on n samples (None unless ``loss_estimate="subset"``)."""
+        if self.loss_estimate != "subset":
+            return None
+        m = self.eval_size if self.eval_size is not None else min(n, DEFAULT_EVAL_SIZE)
+        if m > n:
+            raise ValueError(f"`eval_size`={m} exceeds the number of samples n={n}; use eval_size ≤ {n}.")
+        return m
+
     def describe(self) -> dict[str, Any]:
         return {
             "sampler": self.sampler,
@@ -250,7 +272,8 @@ class SamplerSettings:
             "step_size": self.step_size,
             "batch_size": self.batch_size,
             "thinning": self.thinning,
-            "loss_estimate": self.loss_estimate if self.is_stochastic_gradient else "full",
+            "loss_estimate": self.loss_estimate,
+            "eval_size": self.eval_size,
             "seed": self.seed,
             "options": dict(self.options),
         }

@@ -98,6 +98,7 @@ def sample(
     keep_params: bool = True,
     probes: Probes | None = None,
     dtype: str = "float64",
+    eval_size: int | None = None,
     **options: Any,
 ) -> xr.DataTree:
     """Sample ``posterior`` and return a Trace (an ArviZ DataTree).
@@ -126,9 +127,10 @@ def sample(
     settings = SamplerSettings(
         sampler=sampler, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
         step_size=step_size, batch_size=batch_size, thinning=thinning, loss_estimate=loss_estimate,
-        seed=seed, progress_bar=progress_bar, options=options, dtype=dtype,
+        seed=seed, progress_bar=progress_bar, options=options, dtype=dtype, eval_size=eval_size,
     )
     settings.resolved_batch_size(posterior.n)
+    settings.resolved_eval_size(posterior.n)
     observables = {} if observables is None else observables
     validate_observables(observables, posterior)
     observables = dict(observables)
@@ -141,7 +143,7 @@ def sample(
                           plan=plan)
     module = get_backend(backend)
     check_at_centre(module, posterior, observables, plan)
-    record = make_record(settings, observables, plan)
+    record = make_record(settings, observables, plan, num_samples=posterior.n)
     run = module.run(posterior, settings, record=record, plan=plan, keep_params=bool(keep_params))
     trace = assemble_trace(module, posterior, settings, run, record, plan)
     trace.attrs["memory_estimate_bytes"] = int(memory)

@@ -27,11 +27,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from pplpatterning.samplers.settings import SamplerSettings
 from pplpatterning.spec.probes import ProbePlan
 from pplpatterning.trace.moments import Moments, add_draw, batch_index, init_moments, num_batches
 
-__all__ = ["DrawRecord", "DrawValues", "make_record", "draw_values", "phi_vector", "record_rows", "init_rows",
+__all__ = ["DrawRecord", "DrawValues", "make_record", "evaluation_subset", "draw_values", "phi_vector", "record_rows", "init_rows",
            "PER_SAMPLE_MODES"]
 
 PER_SAMPLE_MODES = ("none", "stored", "streamed")
@@ -51,6 +53,7 @@ class DrawRecord:
     num_batches: int = 1                                      # streamed: batches per chain
     num_rows: int = 0                                         # recorded training samples + held-out points
     token_reduction: str | None = None                        # per-token rows: how tokens make l_i
+    loss_rows: Any = None                                     # loss_estimate="subset": the rows of L
 
     @property
     def num_recorded(self) -> int:
@@ -66,10 +69,22 @@ class DrawRecord:
         return bool(self.with_loss or self.observables or self.datasets or self.per_sample != "none")
 
 
+def evaluation_subset(settings: SamplerSettings, n: int) -> np.ndarray | None:
+    """The fixed rows on which ``loss_estimate="subset"`` evaluates L at every kept draw:
+    ``eval_size`` distinct rows drawn once, uniformly, from a generator seeded by
+    (``seed``, 1) (so the sampler's own stream is untouched), sorted; None otherwise."""
+    m = settings.resolved_eval_size(n)
+    if m is None:
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 1]))
+    return np.sort(rng.choice(n, size=m, replace=False)).astype(np.int64)
+
+
 def make_record(settings: SamplerSettings, observables: Mapping[str, Callable[..., Any]],
-                plan: ProbePlan | None) -> DrawRecord:
-    """The record of a run: the full loss unless the sampler's minibatch loss is recorded;
-    per-sample losses stored or streamed as ``plan.stream`` decided."""
+                plan: ProbePlan | None, *, num_samples: int = 0) -> DrawRecord:
+    """The record of a run: the full loss (or its fixed evaluation subset) unless the
+    sampler's minibatch loss is recorded; per-sample losses stored or streamed as
+    ``plan.stream`` decided."""
     mode = "none"
     if plan is not None and plan.num_per_sample:
         mode = "streamed" if plan.stream else "stored"
@@ -81,6 +96,7 @@ def make_record(settings: SamplerSettings, observables: Mapping[str, Callable[..
         per_sample=mode, thinning=thinning, num_draws=settings.num_draws,
         num_rows=plan.num_per_sample if plan is not None else 0,
         token_reduction=plan.token_reduction if plan is not None else None,
+        loss_rows=evaluation_subset(settings, num_samples),
     )
     if mode == "streamed":
         record = DrawRecord(**{**record.__dict__, "num_batches": num_batches(record.num_recorded)})

@@ -224,7 +224,7 @@ class Probes:
                 available: int | None = None) -> "ProbePlan":
         """Validate against the posterior and sampler settings; decide whether the per-sample
         losses are streamed; check the stored losses' memory; return the plan."""
-        if settings.is_stochastic_gradient and settings.loss_estimate != "full":
+        if settings.loss_estimate != "full":
             raise ValueError("`probes` need the full-batch training loss L_n(w) at every kept draw (ΔL = L_q' - L_n); "
                              "use loss_estimate='full' with probes.")
         datasets = {name: _check_dataset(posterior, d, f"probes.datasets[{name!r}]")
