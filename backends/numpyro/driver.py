@@ -27,6 +27,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from pplpatterning.sampling.evaluation import describe_exception
+
 from .precision import in_float64
 from .recording import scalar_series, to_numpy
 
@@ -120,7 +122,7 @@ class Segments(NamedTuple):
     reason: str | None
 
 
-def _programs(kernel, args, thin: int, fields: dict, recorder, keep_draws: bool, place: ChainPlacement):
+def _programs(kernel, thin: int, fields: dict, recorder, keep_draws: bool, place: ChainPlacement):
     """The jitted burn-in loop and segment scan; their carries keep ``place``'s layout."""
 
     def step(s, a):
@@ -130,8 +132,8 @@ def _programs(kernel, args, thin: int, fields: dict, recorder, keep_draws: bool,
     def burn(state, args, n_steps):
         return jax.lax.fori_loop(0, n_steps, lambda _, s: step(s, args), state)
 
-    @partial(jax.jit, static_argnums=4)
-    def draw(state, acc, j0, rargs, n_draws):
+    @partial(jax.jit, static_argnums=5)
+    def draw(state, acc, j0, args, rargs, n_draws):  # args traced, never baked in as constants
         def body(carry, _):
             s, acc, j = carry
             s = jax.lax.fori_loop(0, thin, lambda _, t: step(t, args), s)
@@ -174,7 +176,7 @@ def run_segmented(kernel, args, init, settings, fields: dict, *, recorder=None, 
     state = place.put(kernel.init(keys, settings.num_burnin, init, (args,), {}))
     args, rargs = place.replicate((args, rargs))
     acc = place.put(recorder.init_acc() if recorder is not None and recorder.per_sample else None)
-    programs = _programs(kernel, args, settings.thinning, fields, recorder, keep_draws, place)
+    programs = _programs(kernel, settings.thinning, fields, recorder, keep_draws, place)
     chunks, acc, reason = _loop(programs, state, acc, args, rargs, settings, on_segment or (lambda s, a: None))
 
     def stack(parts):  # (draw, chain, ...) per segment -> (chain, draw, ...)
@@ -209,7 +211,7 @@ def _loop(programs, state, acc, args, rargs, settings, on_segment):
         bar.update(settings.num_burnin)
         bar.set_description(f"{settings.sampler} ({C} chains) sampling")
         for k in range(n_seg):
-            state, new_acc, out = draw(state, acc, np.int64(k * per_seg), rargs, per_seg)
+            state, new_acc, out = draw(state, acc, np.int64(k * per_seg), args, rargs, per_seg)
             on_segment(state, new_acc)
             chunks.append(jax.device_get(out))
             acc = new_acc
@@ -224,7 +226,7 @@ def _loop(programs, state, acc, args, rargs, settings, on_segment):
     except Exception as exc:  # keep the completed segments and say what happened
         if not chunks or isinstance(exc, FloatingPointError):
             raise
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = describe_exception(exc)  # one line: JAX wraps callback errors with their traceback
     finally:
         bar.close()
     return chunks, acc, reason

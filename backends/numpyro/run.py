@@ -26,7 +26,8 @@ from .precision import as_data, in_float64
 from .recording import Recorder, record_args
 from .spec import model_for, posterior_args, potential_and_grad
 
-__all__ = ["BACKEND", "sample_chains", "make_kernel", "stat_fields", "evaluate_at_centre", "evaluation_of"]
+__all__ = ["BACKEND", "sample_chains", "make_kernel", "stat_fields", "evaluate_at_centre", "evaluation_of",
+           "device_memory"]
 
 # The framework kernels' state fields recorded in sample_stats, and their names there.
 _HMC_FIELDS = {"diverging": "diverging", "accept_prob": "accept_prob", "adapt_state.step_size": "step_size",
@@ -90,7 +91,7 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: Dr
         recorder = Recorder(record, post.model.loss, C, post.model.token_loss)
         rargs = recorder.with_shifts(args, record_args(plan, args, record, settings.dtype))
     seg = run_segmented(kernel, args, init, settings, stat_fields(settings), recorder=recorder, rargs=rargs,
-                        keep_draws=keep_params)
+                        keep_draws=keep_params, chain_devices=settings.chain_devices)
     values = evaluation_of(seg.values, seg.acc, record, rargs) if recorder is not None else None
     return RunResult(draws=seg.samples, stats=seg.extra, stop_reason=seg.reason, dtype=settings.dtype,
                      seconds=time.perf_counter() - t_start, values=values)
@@ -106,6 +107,18 @@ def evaluation_of(series: dict, acc, record: DrawRecord, rargs) -> Evaluation:
                       dict(series.get("dataset_losses", {})), stored, moments=moments, moment_shifts=shifts)
 
 
+def device_memory() -> tuple[str, int] | None:
+    """(name, free bytes) of JAX's default device when it is an accelerator; None on the CPU
+    (host memory, checked by ``sample()`` already). Free = ``bytes_limit - bytes_in_use`` of
+    ``Device.memory_stats()``; None when the platform does not report them."""
+    dev = jax.local_devices()[0]
+    if dev.platform == "cpu":
+        return None
+    stats = dev.memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    return None if not limit else (f"{dev.platform}:{dev.id}", int(limit) - int(stats.get("bytes_in_use", 0)))
+
+
 #: The NumPyro (JAX) backend (the protocol of pplpatterning.sampling.backend).
 BACKEND = FunctionBackend("numpyro", ("jax", "jaxlib", "numpyro"), evaluate_at_centre, sample_chains,
-                          potential_and_grad)
+                          potential_and_grad, device_memory)

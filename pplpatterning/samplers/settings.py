@@ -159,6 +159,11 @@ class SamplerSettings:
         ``"full"`` or ``"subset"``; probes need ``"full"``.
     eval_size
         Rows of the evaluation subset (``loss_estimate="subset"``; default min(n, 1024)).
+    chain_devices
+        NumPyro: shard the chains over at most this many local devices (JAX's
+        ``jax.local_devices()``; the largest count that divides ``num_chains``). Default
+        None: as many as there are; 1: one device. Draws agree with one device's to
+        floating-point reproduction (XLA compiles the per-device program differently).
     seed
         Integer seed in [0, 2**63); the same seed reproduces the same trace exactly.
     dtype
@@ -185,6 +190,7 @@ class SamplerSettings:
     options: Mapping[str, Any] = field(default_factory=dict)
     dtype: str = "float64"
     eval_size: int | None = None
+    chain_devices: int | None = None
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -211,6 +217,9 @@ class SamplerSettings:
                 raise ValueError("`eval_size` applies to loss_estimate='subset'; drop it or set loss_estimate='subset'.")
             if isinstance(self.eval_size, bool) or not isinstance(self.eval_size, int) or self.eval_size < 1:
                 raise ValueError(f"`eval_size` must be a positive integer, got {self.eval_size!r}.")
+        if self.chain_devices is not None and (isinstance(self.chain_devices, bool)
+                                               or not isinstance(self.chain_devices, int) or self.chain_devices < 1):
+            raise ValueError(f"`chain_devices` must be None or a positive integer, got {self.chain_devices!r}.")
         if self.loss_estimate == "minibatch" and not self.is_stochastic_gradient:
             raise ValueError(
                 f"`loss_estimate='minibatch'` applies to SG samplers only; {self.sampler!r} uses the full loss."

@@ -77,6 +77,10 @@ class Backend(Protocol):
         """U(v) and ∇U(v) at one point, as the backend's samplers see them (float64 NumPy);
         used by checks and by ``calibrate``'s acceptance estimate."""
 
+    #: Optional: ``() -> (device name, free bytes)`` when the run's arrays live on an
+    #: accelerator (``sample()`` checks its memory estimate against it), or None (host memory).
+    device_memory: Callable[[], tuple[str, int] | None] | None
+
 
 @dataclass
 class FunctionBackend:
@@ -89,6 +93,7 @@ class FunctionBackend:
     evaluate_at_centre: Callable[..., np.ndarray]
     run: Callable[..., RunResult]
     potential_and_grad: Callable[..., tuple[float, dict]]
+    device_memory: Callable[[], tuple[str, int] | None] | None = None
 
 
 _REGISTRY: dict[str, tuple[str, str]] = {

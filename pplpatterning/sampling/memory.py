@@ -61,10 +61,11 @@ def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, kee
 
 def check_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, keep_params: bool,
                  num_observables: int = 0, plan: ProbePlan | None = None,
-                 available: int | None = None) -> int:
+                 available: int | None = None, where: str = "") -> int:
     """The total of :func:`estimate_memory`; raise :class:`SampleMemoryError` naming
     ``num_chains`` / ``num_draws`` / ``keep_params`` and what fits when it exceeds the
-    available memory (:func:`pplpatterning.spec.probes.available_memory`)."""
+    available memory (:func:`pplpatterning.spec.probes.available_memory`, or ``available``
+    bytes on the device named ``where``, e.g. "gpu:0")."""
     parts = estimate_memory(posterior, settings, keep_params=keep_params, num_observables=num_observables,
                             plan=plan)
     need = sum(parts.values())
@@ -89,7 +90,8 @@ def check_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, keep_p
             fixes.append("keep_params=False")
     fixes = fixes or ["fewer num_chains and num_draws"]
     raise SampleMemoryError(
-        f"This run needs about {format_gb(need)} but only {format_gb(avail)} is available; nothing was compiled or sampled. "
+        f"This run needs about {format_gb(need)} but only {format_gb(avail)} is available"
+        f"{f' on {where}' if where else ''}; nothing was compiled or sampled. "
         f"num_chains={C} × d={posterior.model.dim} parameters: sampler state {format_gb(parts['state'])}; "
         f"num_draws={D} kept draws per chain (keep_params={keep_params}): {format_gb(parts['draws'])}; "
         f"probes: {format_gb(parts['probes'])}. Use " + ", or ".join(fixes) + "."
