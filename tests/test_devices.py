@@ -25,7 +25,7 @@ def test_a_full_accelerator_refuses_the_run_before_it_compiles(post, monkeypatch
         name, packages = "gpu-stand-in", ()
 
         @staticmethod
-        def device_memory():
+        def device_memory(settings):
             return ("gpu:0", 10_000)  # 10 kB free
 
         @staticmethod
@@ -47,10 +47,28 @@ def test_numpyro_on_the_cpu_reports_no_device_memory():
     pytest.importorskip("jax")
     from pplpatterning.backends.numpyro.run import device_memory
 
-    assert device_memory() is None  # the host memory check already covers it
+    assert device_memory(SamplerSettings()) is None  # the host memory check already covers it
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
 def test_chain_devices_is_validated(bad):
     with pytest.raises(ValueError, match="`chain_devices` must be None or a positive integer"):
         SamplerSettings(chain_devices=bad)
+
+
+@pytest.mark.parametrize("backend,missing", [("numpyro", "gpu"), ("pyro", "cuda")])
+def test_an_explicit_device_runs_there_and_an_absent_one_is_refused(post, backend, missing):
+    pytest.importorskip("jax" if backend == "numpyro" else "torch")
+    kw = dict(backend=backend, sampler="sgld", step_size=1e-3, num_chains=2, num_draws=30, num_burnin=10,
+              seed=3, progress_bar=False, observables={"w0": pp.observables.param("w", 0)})
+    default, on_cpu = pp.sample(post, **kw), pp.sample(post, device="cpu", **kw)
+    for group in ("posterior", "sample_stats", "observables"):
+        for name, var in default[group].data_vars.items():
+            np.testing.assert_array_equal(on_cpu[group][name].values, var.values, err_msg=f"{group}/{name}")
+    if backend == "pyro":
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA device is present")
+    with pytest.raises(ValueError, match=rf"`device='{missing}'`"):
+        pp.sample(post, device=missing, **kw)
+

@@ -27,7 +27,7 @@ from .recording import Recorder, record_args
 from .spec import model_for, posterior_args, potential_and_grad
 
 __all__ = ["BACKEND", "sample_chains", "make_kernel", "stat_fields", "evaluate_at_centre", "evaluation_of",
-           "device_memory"]
+           "device_memory", "run_device"]
 
 # The framework kernels' state fields recorded in sample_stats, and their names there.
 _HMC_FIELDS = {"diverging": "diverging", "accept_prob": "accept_prob", "adapt_state.step_size": "step_size",
@@ -81,6 +81,14 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: Dr
     segments that keep what completed (see .driver). Every kept draw's ``record`` (loss,
     observables, probe losses, per-sample losses) is evaluated inside the compiled loop
     (.recording); the draws' parameters are returned only with ``keep_params``."""
+    dev = run_device(settings)
+    if dev is not None:  # everything of this run is created on (and stays on) that device
+        with jax.default_device(dev):
+            return _sample_chains(post, settings, record, plan, keep_params, chain_devices=1)
+    return _sample_chains(post, settings, record, plan, keep_params, chain_devices=settings.chain_devices)
+
+
+def _sample_chains(post, settings, record, plan, keep_params, *, chain_devices):
     t_start = time.perf_counter()
     args = posterior_args(post, settings.dtype)
     kernel = make_kernel(post, settings)
@@ -91,7 +99,7 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: Dr
         recorder = Recorder(record, post.model.loss, C, post.model.token_loss)
         rargs = recorder.with_shifts(args, record_args(plan, args, record, settings.dtype))
     seg = run_segmented(kernel, args, init, settings, stat_fields(settings), recorder=recorder, rargs=rargs,
-                        keep_draws=keep_params, chain_devices=settings.chain_devices)
+                        keep_draws=keep_params, chain_devices=chain_devices)
     values = evaluation_of(seg.values, seg.acc, record, rargs) if recorder is not None else None
     return RunResult(draws=seg.samples, stats=seg.extra, stop_reason=seg.reason, dtype=settings.dtype,
                      seconds=time.perf_counter() - t_start, values=values)
@@ -107,11 +115,28 @@ def evaluation_of(series: dict, acc, record: DrawRecord, rargs) -> Evaluation:
                       dict(series.get("dataset_losses", {})), stored, moments=moments, moment_shifts=shifts)
 
 
-def device_memory() -> tuple[str, int] | None:
-    """(name, free bytes) of JAX's default device when it is an accelerator; None on the CPU
+def run_device(settings: SamplerSettings):
+    """The JAX device of ``settings.device`` ("cpu", "gpu"/"cuda", "tpu", optionally ":k"), or
+    None (JAX's default placement, sharded over the local devices); ValueError when JAX has
+    no such device."""
+    if settings.device is None:
+        return None
+    platform, _, index = settings.device.partition(":")
+    platform = {"cuda": "gpu", "rocm": "gpu"}.get(platform, platform)
+    try:
+        devices = jax.devices(platform)
+        return devices[int(index or 0)]
+    except (RuntimeError, ValueError, IndexError) as exc:
+        available = sorted({f"{d.platform}:{d.id}" for d in jax.devices()})
+        raise ValueError(f"`device={settings.device!r}`: JAX has no such device ({exc}); it has {available}. "
+                         "Use one of those, or device=None.") from None
+
+
+def device_memory(settings: SamplerSettings) -> tuple[str, int] | None:
+    """(name, free bytes) of the run's device when it is an accelerator; None on the CPU
     (host memory, checked by ``sample()`` already). Free = ``bytes_limit - bytes_in_use`` of
     ``Device.memory_stats()``; None when the platform does not report them."""
-    dev = jax.local_devices()[0]
+    dev = run_device(settings) or jax.local_devices()[0]
     if dev.platform == "cpu":
         return None
     stats = dev.memory_stats() or {}

@@ -60,9 +60,9 @@ def draw_stream(name: str, gen: torch.Generator, steps: int, chains: int, dim: i
     """``steps`` steps' worth of the random stream ``name`` (leading dim ``steps``) in ``dtype``
     (the run's: float64, or float32)."""
     if name == "noise":
-        return torch.randn((steps, chains, dim), generator=gen, dtype=dtype)
+        return torch.randn((steps, chains, dim), generator=gen, dtype=dtype, device=gen.device)
     if name == "uniform":
-        return torch.rand((steps, chains), generator=gen, dtype=dtype)
+        return torch.rand((steps, chains), generator=gen, dtype=dtype, device=gen.device)
     raise ValueError(f"Unknown random stream {name!r} requested by the sampler's rule.")
 
 
@@ -71,7 +71,8 @@ def draw_block(rule, energy: ChainEnergy, gen: torch.Generator, steps: int, chai
     the rule's streams."""
     out = {}
     if rule.minibatch and not energy.full_batch:
-        out["idx"] = torch.randint(0, energy.tp.n, (steps, chains, energy.batch_size), generator=gen)
+        out["idx"] = torch.randint(0, energy.tp.n, (steps, chains, energy.batch_size), generator=gen,
+                                   device=gen.device)
     for name in rule.streams:
         out[name] = draw_stream(name, gen, steps, chains, dim, energy.tp.dtype)
     return out
@@ -105,9 +106,10 @@ class DrawBuffer:
     completed draws. A ``recorder`` (.recording.Recorder) evaluates each kept draw first."""
 
     def __init__(self, C: int, D: int, d: int, names: tuple[str, ...], keep_draws: bool = True, recorder=None,
-                 dtype: torch.dtype = DTYPE):
+                 dtype: torch.dtype = DTYPE, device: torch.device | str = "cpu"):
         self.shape = (C, D)
-        self.z = torch.empty((C, D, d), dtype=dtype) if keep_draws else None
+        self.z = torch.empty((C, D, d), dtype=dtype, device=device) if keep_draws else None
+        self.device = device
         self.names = names
         self.recorder = recorder
         self._stats: dict[str, torch.Tensor] = {}
@@ -120,13 +122,15 @@ class DrawBuffer:
             self.z[:, i] = z
         for name, value in info._asdict().items():
             if name not in self._stats:  # statistics: float64 whatever the run's dtype
-                self._stats[name] = torch.empty(self.shape, dtype=DTYPE if value.is_floating_point() else value.dtype)
+                self._stats[name] = torch.empty(self.shape, dtype=DTYPE if value.is_floating_point() else value.dtype,
+                                                device=self.device)
             self._stats[name][:, i] = value
         self.done = i + 1
 
     def stats(self) -> dict[str, torch.Tensor]:
         """Every statistic (NaN where none was ever recorded)."""
-        return {name: self._stats.get(name, torch.full(self.shape, math.nan, dtype=DTYPE)) for name in self.names}
+        return {name: self._stats.get(name, torch.full(self.shape, math.nan, dtype=DTYPE, device=self.device))
+                for name in self.names}
 
 
 def run_block(rule, energy: ChainEnergy, state, rnd: dict[str, torch.Tensor], t: int, *, num_burnin: int,
@@ -154,7 +158,7 @@ def run_chains(rule, energy: ChainEnergy, z0: torch.Tensor, *, num_burnin: int, 
     ``recorder`` evaluates every kept draw as it is made."""
     C, d = z0.shape
     T = num_burnin + num_draws * thinning
-    buffer = DrawBuffer(C, num_draws, d, rule.Info._fields, keep_draws, recorder, z0.dtype)
+    buffer = DrawBuffer(C, num_draws, d, rule.Info._fields, keep_draws, recorder, z0.dtype, z0.device)
     K = block_size(C, d, energy.batch_size if not energy.full_batch else 0, T)
     bar = tqdm(total=T, desc=desc or "sampling", unit="step", leave=True, dynamic_ncols=True,
                disable=not progress_bar)

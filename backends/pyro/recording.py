@@ -42,20 +42,20 @@ class Recorder:
         self.record, self.tp = record, tp
         self.token_loss_fn = token_loss_fn
         C, D = num_chains, record.num_draws
-        as_t = lambda d: {k: as_data_tensor(v, tp.dtype) for k, v in d.items()}  # noqa: E731
+        as_t = lambda d: {k: as_data_tensor(v, tp.dtype).to(tp.device) for k, v in d.items()}  # noqa: E731
         self.data, self.weights, self.loss_at_centre = tp.data, tp.weights, tp.loss_at_centre
         if record.loss_rows is not None:  # loss_estimate="subset": L on its fixed rows
-            rows = torch.tensor(np.array(record.loss_rows, dtype=np.int64))
+            rows = torch.tensor(np.array(record.loss_rows, dtype=np.int64), device=tp.device)
             self.data = {k: v[rows] for k, v in tp.data.items()}
             self.weights, self.loss_at_centre = tp.weights[rows], tp.loss_at_centre[rows]
         self.datasets = {name: as_t(d) for name, d in plan.datasets.items()} if plan is not None else {}
         self.held_out = as_t(plan.held_out) if plan is not None and plan.held_out is not None else None
         index = plan.train_index if plan is not None else np.zeros(0, dtype=np.int64)
-        self.train_index = torch.tensor(np.array(index, dtype=np.int64))
+        self.train_index = torch.tensor(np.array(index, dtype=np.int64), device=tp.device)
         names = (["loss", "delta"] if record.with_loss else []) + [f"obs/{k}" for k in record.observable_names]
         names += [f"probe/{k}" for k in record.datasets]
-        self.series = {name: torch.full((C, D), math.nan, dtype=DTYPE) for name in names}
-        self.acc = init_rows(record, C, xp)
+        self.series = {name: torch.full((C, D), math.nan, dtype=DTYPE, device=tp.device) for name in names}
+        self.acc = init_rows(record, C, xp, device=tp.device)
         self._values = vmap(self._one)
         self.shifts = self._shifts() if record.per_sample == "streamed" else ()
 
@@ -95,11 +95,11 @@ class Recorder:
 
     def evaluation(self, chains, num_done: int) -> Evaluation:
         """The recorded values of the chains ``chains`` (an index) and their first ``num_done`` draws."""
-        get = lambda name: self.series[name][chains, :num_done].numpy() if name in self.series else None  # noqa: E731
+        get = lambda name: self.series[name][chains, :num_done].cpu().numpy() if name in self.series else None  # noqa: E731
         obs = {k: get(f"obs/{k}") for k in self.record.observable_names}
         means = {k: get(f"probe/{k}") for k in self.record.datasets}
         acc = None if self.acc is None else _rows_view(self.acc, chains)
-        stored = acc.numpy() if self.record.per_sample == "stored" else None
-        moments = Moments(*(a.numpy() for a in acc)) if self.record.per_sample == "streamed" else None
-        shifts = tuple(s.numpy() for s in self.shifts) if moments is not None else None
+        stored = acc.cpu().numpy() if self.record.per_sample == "stored" else None
+        moments = Moments(*(a.cpu().numpy() for a in acc)) if self.record.per_sample == "streamed" else None
+        shifts = tuple(s.cpu().numpy() for s in self.shifts) if moments is not None else None
         return Evaluation(get("loss"), get("delta"), obs, means, stored, moments=moments, moment_shifts=shifts)

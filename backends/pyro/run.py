@@ -30,7 +30,7 @@ from .hmc import run_hmc
 from .recording import Recorder
 from .spec import DTYPE, ChainEnergy, TorchPosterior, potential_and_grad, torch_posterior, xp
 
-__all__ = ["BACKEND", "sample_chains", "evaluate_at_centre"]
+__all__ = ["BACKEND", "sample_chains", "evaluate_at_centre", "run_device", "device_memory"]
 
 
 def _as_output(value) -> torch.Tensor:
@@ -82,7 +82,7 @@ def _run(tp: TorchPosterior, post: GibbsPosterior, settings: SamplerSettings, ke
     if settings.sampler in ("nuts", "hmc"):
         return run_hmc(tp, settings, keep_draws=keep_draws, recorder=recorder)
     energy = ChainEnergy(tp, settings.resolved_batch_size(post.n))
-    gen = torch.Generator().manual_seed(torch_seed(settings.seed))
+    gen = torch.Generator(device=tp.device).manual_seed(torch_seed(settings.seed))
     z0 = tp.centre_flat().expand(settings.num_chains, tp.dim).clone()
     return run_chains(rule_for(settings), energy, z0, num_burnin=settings.num_burnin, num_draws=settings.num_draws,
                       thinning=settings.thinning, gen=gen, progress_bar=settings.progress_bar,
@@ -97,13 +97,15 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: Dr
     sorted by name, the draws' parameters only with ``keep_params``."""
     t_start = time.perf_counter()
     tp = torch_posterior(post, settings.dtype)
+    if settings.device is not None:
+        tp = tp.to(run_device(settings))
     with _torch_threads(settings.num_chains * settings.resolved_batch_size(post.n) * max(tp.dim, 1)):
         recorder = Recorder(record, tp, plan, settings.num_chains, post.model.token_loss) \
             if record is not None and record.evaluates_anything else None
         chains = _run(tp, post, settings, keep_params, recorder)
     D = chains.num_done
-    stats = {name: chains.stats[name][:, :D].numpy() for name in sorted(chains.stats)}
-    z = chains.z[:, :D] if chains.z is not None else None
+    stats = {name: chains.stats[name][:, :D].cpu().numpy() for name in sorted(chains.stats)}
+    z = chains.z[:, :D].cpu() if chains.z is not None else None
     draws = {name: a.numpy() for name, a in tp.unflatten(z).items()} if z is not None else {}
     kept = chains.extra.get("chains", slice(None))  # NUTS/HMC stopped early keeps whole chains
     values = recorder.evaluation(kept, D) if recorder is not None else None
@@ -111,5 +113,37 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: Dr
                      seconds=time.perf_counter() - t_start, values=values)
 
 
+def run_device(settings: SamplerSettings) -> torch.device:
+    """The torch device of ``settings.device`` ("gpu" means "cuda"); ValueError, before any
+    sampling, when torch cannot use it or the sampler cannot run there (Pyro's NUTS/HMC
+    run on the CPU)."""
+    name = "cuda" + settings.device[3:] if settings.device.startswith("gpu") else settings.device
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"`device={settings.device!r}` is not a torch device ({exc}); use 'cpu' or 'cuda'.") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"`device={settings.device!r}`: torch sees {torch.cuda.device_count()} CUDA device(s) here; "
+                         "use device='cpu' (or None).")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"`device={settings.device!r}`: the Pyro backend runs on 'cpu' or 'cuda' devices.")
+    if dev.type != "cpu" and settings.sampler in ("nuts", "hmc"):
+        raise ValueError(f"`device={settings.device!r}`: Pyro's {settings.sampler.upper()} runs on the CPU here; "
+                         "use sampler='mala' or an SG sampler on the GPU, or device='cpu'.")
+    return dev
+
+
+def device_memory(settings: SamplerSettings) -> tuple[str, int] | None:
+    """(name, free bytes) of the run's CUDA device (``torch.cuda.mem_get_info``); None on the CPU."""
+    if settings.device is None:
+        return None
+    dev = run_device(settings)
+    if dev.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(dev)
+    return f"cuda:{dev.index or 0}", int(free)
+
+
 #: The Pyro (PyTorch) backend (the protocol of pplpatterning.sampling.backend).
-BACKEND = FunctionBackend("pyro", ("torch", "pyro-ppl"), evaluate_at_centre, sample_chains, potential_and_grad)
+BACKEND = FunctionBackend("pyro", ("torch", "pyro-ppl"), evaluate_at_centre, sample_chains, potential_and_grad,
+                          device_memory)

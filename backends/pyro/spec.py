@@ -19,6 +19,7 @@ left alone.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -110,6 +111,17 @@ class TorchPosterior:
                                                                                  dtype=self.dtype)
             parts.append(t.reshape(lead + (b - a,)))
         return torch.cat(parts, dim=-1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights.device
+
+    def to(self, device) -> "TorchPosterior":
+        """The same posterior with every tensor on ``device`` (integer data stay integer)."""
+        move = lambda d: {k: v.to(device) if torch.is_tensor(v) else v for k, v in d.items()}  # noqa: E731
+        return dataclasses.replace(self, data=move(self.data), weights=self.weights.to(device),
+                                   centre=move(self.centre), frozen=move(self.frozen), consts=move(self.consts),
+                                   loss_at_centre=self.loss_at_centre.to(device))
 
     def centre_flat(self) -> torch.Tensor:
         return self.flatten(self.centre)

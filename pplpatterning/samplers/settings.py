@@ -159,6 +159,11 @@ class SamplerSettings:
         ``"full"`` or ``"subset"``; probes need ``"full"``.
     eval_size
         Rows of the evaluation subset (``loss_estimate="subset"``; default min(n, 1024)).
+    device
+        Where the run computes: None (default: the framework's default device: JAX's first
+        device, torch's CPU), or a device string: ``"cpu"``, ``"gpu"``/``"cuda"`` (the
+        first one), ``"cuda:1"``. Checked before anything is compiled; the draws,
+        statistics and accumulators stay on it until the run ends.
     chain_devices
         NumPyro: shard the chains over at most this many local devices (JAX's
         ``jax.local_devices()``; the largest count that divides ``num_chains``). Default
@@ -191,6 +196,7 @@ class SamplerSettings:
     dtype: str = "float64"
     eval_size: int | None = None
     chain_devices: int | None = None
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -220,6 +226,8 @@ class SamplerSettings:
         if self.chain_devices is not None and (isinstance(self.chain_devices, bool)
                                                or not isinstance(self.chain_devices, int) or self.chain_devices < 1):
             raise ValueError(f"`chain_devices` must be None or a positive integer, got {self.chain_devices!r}.")
+        if self.device is not None and (not isinstance(self.device, str) or not self.device):
+            raise ValueError(f"`device` must be None or a device string such as 'cpu' or 'cuda', got {self.device!r}.")
         if self.loss_estimate == "minibatch" and not self.is_stochastic_gradient:
             raise ValueError(
                 f"`loss_estimate='minibatch'` applies to SG samplers only; {self.sampler!r} uses the full loss."

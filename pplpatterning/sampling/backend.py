@@ -77,9 +77,10 @@ class Backend(Protocol):
         """U(v) and ∇U(v) at one point, as the backend's samplers see them (float64 NumPy);
         used by checks and by ``calibrate``'s acceptance estimate."""
 
-    #: Optional: ``() -> (device name, free bytes)`` when the run's arrays live on an
-    #: accelerator (``sample()`` checks its memory estimate against it), or None (host memory).
-    device_memory: Callable[[], tuple[str, int] | None] | None
+    #: Optional: ``(settings) -> (device name, free bytes)`` when the run's arrays live on an
+    #: accelerator (``sample()`` checks its memory estimate against it), or None (host memory);
+    #: raises ValueError naming ``device`` when ``settings.device`` is unavailable.
+    device_memory: Callable[[SamplerSettings], tuple[str, int] | None] | None
 
 
 @dataclass
@@ -93,7 +94,7 @@ class FunctionBackend:
     evaluate_at_centre: Callable[..., np.ndarray]
     run: Callable[..., RunResult]
     potential_and_grad: Callable[..., tuple[float, dict]]
-    device_memory: Callable[[], tuple[str, int] | None] | None = None
+    device_memory: Callable[[SamplerSettings], tuple[str, int] | None] | None = None
 
 
 _REGISTRY: dict[str, tuple[str, str]] = {

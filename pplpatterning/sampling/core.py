@@ -100,6 +100,7 @@ def sample(
     dtype: str = "float64",
     eval_size: int | None = None,
     chain_devices: int | None = None,
+    device: str | None = None,
     **options: Any,
 ) -> xr.DataTree:
     """Sample ``posterior`` and return a Trace (an ArviZ DataTree).
@@ -129,7 +130,7 @@ def sample(
         sampler=sampler, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
         step_size=step_size, batch_size=batch_size, thinning=thinning, loss_estimate=loss_estimate,
         seed=seed, progress_bar=progress_bar, options=options, dtype=dtype, eval_size=eval_size,
-        chain_devices=chain_devices,
+        chain_devices=chain_devices, device=device,
     )
     settings.resolved_batch_size(posterior.n)
     settings.resolved_eval_size(posterior.n)
@@ -144,7 +145,8 @@ def sample(
     memory = check_memory(posterior, settings, keep_params=bool(keep_params), num_observables=len(observables),
                           plan=plan)
     module = get_backend(backend)
-    device = module.device_memory() if getattr(module, "device_memory", None) is not None else None
+    # the device is checked (and its free memory read) before anything compiles
+    device = module.device_memory(settings) if getattr(module, "device_memory", None) is not None else None
     if device is not None:  # the run's arrays live on an accelerator: check its free memory too
         check_memory(posterior, settings, keep_params=bool(keep_params), num_observables=len(observables),
                      plan=plan, available=device[1], where=device[0])
