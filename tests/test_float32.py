@@ -41,3 +41,17 @@ def test_float32_is_refused_for_nuts_before_compiling(post):
         pp.sample(post, sampler="nuts", dtype="float32", progress_bar=False)
     with pytest.raises(ValueError, match="`dtype` must be one of"):
         pp.sample(post, sampler="mala", dtype="float16", progress_bar=False)
+
+
+def test_the_memory_estimate_counts_float32_and_suggests_it(post):
+    from pplpatterning.samplers.settings import SamplerSettings
+    from pplpatterning.sampling.memory import SampleMemoryError, check_memory, estimate_memory
+
+    s64, s32 = SamplerSettings(sampler="mala"), SamplerSettings(sampler="mala", dtype="float32")
+    e64 = estimate_memory(post, s64, keep_params=True)
+    e32 = estimate_memory(post, s32, keep_params=True)
+    assert e32["state"] * 2 == e64["state"] and e32["data"] * 2 == e64["data"]
+    assert e64["draws"] - e32["draws"] == 4 * 1000 * 2 * post.model.dim * 4  # the kept parameters halve
+    need64, need32 = sum(e64.values()), sum(e32.values())
+    with pytest.raises(SampleMemoryError, match='dtype="float32"'):
+        check_memory(post, s64, keep_params=True, available=(need64 + need32) // 2)

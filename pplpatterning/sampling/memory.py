@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from pplpatterning.samplers.settings import SamplerSettings
@@ -27,14 +28,17 @@ class SampleMemoryError(MemoryError, ValueError):
 
 def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, keep_params: bool,
                     num_observables: int = 0, plan: ProbePlan | None = None) -> dict[str, int]:
-    """Bytes a run needs, by part (a lower bound of the peak, float64 = 8 bytes each):
+    """Bytes a run needs, by part (a lower bound of the peak; p = 4 bytes per parameter or
+    data value with ``dtype="float32"``, 8 with float64; series and accumulators are float64):
 
-    - ``state``: C × (STATE_COPIES × d + B) × 8: each chain's sampler state and its per-sample
+    - ``state``: C × (STATE_COPIES × d + B) × p: each chain's sampler state and its per-sample
       losses on a batch of B rows (chains run as one vectorised batch);
-    - ``draws``: C × D × (k d + PER_DRAW_STATS + #observables + #probe data sets) × 8: the
-      recorded scalar series, and the draws' parameters only with ``keep_params`` (k = 2:
-      NumPyro concatenates its segments; k = 0 otherwise: every kept draw is evaluated
-      inside the sampling loop, pplpatterning.sampling.record);
+    - ``data``: the training data in the run's precision (integer ids 8 bytes), once more on
+      an accelerator than in host memory;
+    - ``draws``: C × D × (PER_DRAW_STATS + #observables + #probe data sets) × 8 for the
+      recorded scalar series, plus C × D × 2 d × p for the draws' parameters only with
+      ``keep_params`` (NumPyro concatenates its segments; without it every kept draw is
+      evaluated inside the sampling loop, pplpatterning.sampling.record);
     - ``probes``: the per-sample probe losses at their peak, MEMORY_COPIES × the stored
       (chain, draw, sample) losses, or MEMORY_COPIES × the streamed float64 batch sums
       (:func:`pplpatterning.trace.moments.moments_bytes`; independent of D).
@@ -45,15 +49,18 @@ def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, kee
     rows = settings.resolved_batch_size(posterior.n)
     num_sets = 0 if plan is None else len(plan.datasets)
     copies = 2 if keep_params else 0
+    p = 4 if settings.dtype == "float32" else 8
     probes = 0
     if plan is not None and plan.stream:
         recorded = math.ceil(settings.num_draws / plan.thinning)
         probes = moments_bytes(settings.num_chains, num_batches(recorded), plan.num_per_sample, num_observables + 1)
     elif plan is not None:
         probes = plan.memory_bytes
-    per_draw = (d * copies + PER_DRAW_STATS + num_observables + num_sets) * _BYTES
+    per_draw = d * copies * p + (PER_DRAW_STATS + num_observables + num_sets) * _BYTES
+    data = sum(int(v.size) * (p if v.dtype.kind == "f" else 8) for v in posterior.data.values())
     return {
-        "state": settings.num_chains * (STATE_COPIES * d + rows) * _BYTES,
+        "state": settings.num_chains * (STATE_COPIES * d + rows) * p,
+        "data": data,
         "draws": settings.num_chains * settings.num_draws * per_draw,
         "probes": MEMORY_COPIES * probes,
     }
@@ -75,14 +82,20 @@ def check_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, keep_p
     C, D = settings.num_chains, settings.num_draws
     per_chain = (parts["state"] + parts["draws"]) // C
     fixes = []
-    max_chains = (avail - parts["probes"]) // per_chain if avail > parts["probes"] else 0
+    fixed = parts["probes"] + parts["data"]
+    max_chains = (avail - fixed) // per_chain if avail > fixed else 0
     if 1 <= max_chains < C:
         fixes.append(f"num_chains ≤ {max_chains}")
-    room = avail - parts["probes"] - parts["state"]
+    room = avail - fixed - parts["state"]
     if room > 0 and parts["draws"]:
         max_draws = room // (parts["draws"] // D)
         if 1 <= max_draws < D:
             fixes.append(f"num_draws ≤ {max_draws} (or a larger `thinning`)")
+    if settings.dtype == "float64" and settings.sampler not in ("nuts", "hmc"):
+        as32 = sum(estimate_memory(posterior, dataclasses.replace(settings, dtype="float32"), keep_params=keep_params,
+                                   num_observables=num_observables, plan=plan).values())
+        if as32 <= avail:
+            fixes.append('dtype="float32"')
     if keep_params:
         without = sum(estimate_memory(posterior, settings, keep_params=False, num_observables=num_observables,
                                       plan=plan).values())
@@ -93,6 +106,7 @@ def check_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, keep_p
         f"This run needs about {format_gb(need)} but only {format_gb(avail)} is available"
         f"{f' on {where}' if where else ''}; nothing was compiled or sampled. "
         f"num_chains={C} × d={posterior.model.dim} parameters: sampler state {format_gb(parts['state'])}; "
+        f"data {format_gb(parts['data'])}; "
         f"num_draws={D} kept draws per chain (keep_params={keep_params}): {format_gb(parts['draws'])}; "
         f"probes: {format_gb(parts['probes'])}. Use " + ", or ".join(fixes) + "."
     )
