@@ -97,3 +97,27 @@ def test_the_loss_on_a_fixed_evaluation_subset(post, backend):
         pp.sample(post, eval_size=10, **kw)
     with pytest.raises(ValueError, match="`probes` need the full-batch training loss"):
         pp.sample(post, loss_estimate="subset", probes=Probes(per_sample="all"), **kw)
+
+
+def test_mala_records_its_own_full_batch_loss_without_a_second_pass():
+    """MALA carries L^ρ and ΔL^ρ of its current position (its acceptance test computed them):
+    the kept draws' record reuses them, so a run makes one vectorised loss call per step
+    (plus one at init); a run recording per-sample losses needs the record's own pass."""
+    pytest.importorskip("torch")
+    base = get_model("regular", d=2)
+    calls = {"n": 0}
+
+    def counting_loss(params, batch, consts, xp):
+        if xp is not np:
+            calls["n"] += 1
+        return base.loss(params, batch, consts, xp)
+
+    model = pp.Model(name="counting", loss=counting_loss, param_shapes=base.param_shapes, centre=base.centre,
+                     consts=base.consts)
+    post = pp.GibbsPosterior(model, base.generate(50, seed=1))
+    kw = dict(backend="pyro", sampler="mala", num_chains=2, num_draws=50, num_burnin=20, progress_bar=False)
+    pp.sample(post, **kw)
+    assert calls["n"] == 1 + 70
+    calls["n"] = 0
+    pp.sample(post, probes=Probes(per_sample=[0, 1], stream=False), **kw)
+    assert calls["n"] == 1 + 70 + 50 + 1  # + one record pass per kept draw, + the check at w*

@@ -140,7 +140,7 @@ def _programs(kernel, thin: int, fields: dict, recorder, keep_draws: bool, place
             z, stats = _collect(s, fields, keep_draws)
             series = {}
             if recorder is not None:
-                values = recorder.values(s.z, args, rargs)
+                values = recorder.values(s.z, args, rargs, s)
                 series = scalar_series(values)
                 if recorder.per_sample:
                     acc = place.constrain(recorder.update(acc, j, values, rargs))

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pplpatterning.sampling.record import DrawRecord, DrawValues, draw_values, init_rows, phi_vector, record_rows
+from pplpatterning.sampling.record import (DrawRecord, DrawValues, draw_values, init_rows, phi_vector, record_rows,
+                                           reuses_sampler_loss)
 from pplpatterning.spec.probes import ProbePlan
 
 from .precision import as_data, in_float64
@@ -64,20 +65,27 @@ class Recorder:
         self.token_loss_fn = token_loss_fn
         self.num_chains = int(num_chains)
 
-    def one(self, z: dict, args: PosteriorArgs, rargs: RecordArgs) -> DrawValues:
-        """The values of one chain's position ``z`` (the sampled parameters' pytree)."""
+    def one(self, z: dict, args: PosteriorArgs, rargs: RecordArgs, known=None) -> DrawValues:
+        """The values of one chain's position ``z`` (the sampled parameters' pytree);
+        ``known``: the sampler's own (L^ρ, ΔL^ρ) at z, if it carries them."""
         params = dict(args.frozen)
         params.update(z)
         return draw_values(self.record, self.loss_fn, params, data=rargs.data, weights=rargs.weights,
                            loss_at_centre=rargs.loss_at_centre, consts=args.consts, datasets=rargs.datasets,
                            train_index=rargs.train_index, held_out=rargs.held_out, xp=jnp,
-                           token_loss_fn=self.token_loss_fn)
+                           token_loss_fn=self.token_loss_fn, known_loss=known)
 
-    def values(self, z: dict, args: PosteriorArgs, rargs: RecordArgs) -> DrawValues:
-        """The values of every chain: ``z`` is (C, ...) per leaf, or unbatched when C = 1."""
+    def values(self, z: dict, args: PosteriorArgs, rargs: RecordArgs, state=None) -> DrawValues:
+        """The values of every chain: ``z`` is (C, ...) per leaf, or unbatched when C = 1;
+        ``state``: the kernel state, whose rule state may carry the full-batch loss (MALA)."""
         if not self._batched(z, args):
             z = jax.tree.map(lambda x: x[None], z)
-        return jax.vmap(lambda zi: self.one(zi, args, rargs))(z)
+        rule = getattr(state, "rule", None)
+        known = (rule.loss, rule.loss_delta) if hasattr(rule, "loss_delta") and reuses_sampler_loss(self.record) \
+            else None
+        if known is None:
+            return jax.vmap(lambda zi: self.one(zi, args, rargs))(z)
+        return jax.vmap(lambda zi, k: self.one(zi, args, rargs, k))(z, known)
 
     @staticmethod
     def _batched(z: dict, args: PosteriorArgs) -> bool:

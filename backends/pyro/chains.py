@@ -115,9 +115,9 @@ class DrawBuffer:
         self._stats: dict[str, torch.Tensor] = {}
         self.done = 0
 
-    def keep(self, i: int, z: torch.Tensor, info) -> None:
+    def keep(self, i: int, z: torch.Tensor, info, state=None) -> None:
         if self.recorder is not None:  # first: a draw whose evaluation raises is not completed
-            self.recorder.keep(slice(None), i, z)
+            self.recorder.keep(slice(None), i, z, state)
         if self.z is not None:
             self.z[:, i] = z
         for name, value in info._asdict().items():
@@ -146,7 +146,7 @@ def run_block(rule, energy: ChainEnergy, state, rnd: dict[str, torch.Tensor], t:
         t += 1
         s = t - num_burnin
         if s > 0 and s % thinning == 0:
-            buffer.keep(s // thinning - 1, state.z, info)
+            buffer.keep(s // thinning - 1, state.z, info, state)
     return state, t
 
 

@@ -18,7 +18,8 @@ import torch
 from torch.func import vmap
 
 from pplpatterning.sampling.evaluation import Evaluation
-from pplpatterning.sampling.record import DrawRecord, DrawValues, draw_values, init_rows, phi_vector, record_rows
+from pplpatterning.sampling.record import (DrawRecord, DrawValues, draw_values, init_rows, phi_vector, record_rows,
+                                           reuses_sampler_loss)
 from pplpatterning.spec.probes import ProbePlan
 from pplpatterning.trace.moments import Moments
 
@@ -57,21 +58,26 @@ class Recorder:
         self.series = {name: torch.full((C, D), math.nan, dtype=DTYPE, device=tp.device) for name in names}
         self.acc = init_rows(record, C, xp, device=tp.device)
         self._values = vmap(self._one)
+        self._values_known = vmap(self._one)  # (z, (L, ΔL)) per chain
         self.shifts = self._shifts() if record.per_sample == "streamed" else ()
 
-    def _one(self, z: torch.Tensor) -> dict:
+    def _one(self, z: torch.Tensor, known=None) -> dict:
         tp = self.tp
         v = draw_values(self.record, tp.loss_fn, tp.full_params(tp.unflatten(z)), data=self.data,
                         weights=self.weights, loss_at_centre=self.loss_at_centre, consts=tp.consts,
                         datasets=self.datasets,
                         train_index=self.train_index, held_out=self.held_out, xp=xp,
-                        token_loss_fn=self.token_loss_fn)
+                        token_loss_fn=self.token_loss_fn, known_loss=known)
         return {k: x for k, x in v._asdict().items() if x is not None}  # vmap returns tensors only
 
-    def values(self, z: torch.Tensor) -> DrawValues:
-        """The values at the positions ``z: (c, d)`` of c chains."""
+    def values(self, z: torch.Tensor, state=None) -> DrawValues:
+        """The values at the positions ``z: (c, d)`` of c chains; ``state``: the rule's state,
+        which may carry the full-batch loss at z (MALA: no second forward pass)."""
         with torch.no_grad():
-            out = self._values(z)
+            if hasattr(state, "loss_delta") and reuses_sampler_loss(self.record):
+                out = self._values_known(z, (state.loss, state.loss_delta))
+            else:
+                out = self._values(z)
         return DrawValues(out.get("loss"), out.get("delta"), out.get("observables", {}),
                           out.get("dataset_losses", {}), out.get("rows"))
 
@@ -79,9 +85,10 @@ class Recorder:
         at_centre = self.values(self.tp.centre_flat()[None])
         return phi_vector(self.record, at_centre, xp)[0], (at_centre.rows - at_centre.loss[:, None])[0]
 
-    def keep(self, chains: slice, j: int, z: torch.Tensor) -> None:
-        """Record kept draw ``j`` of the chains ``chains`` at their positions ``z: (c, d)``."""
-        v = self.values(z)
+    def keep(self, chains: slice, j: int, z: torch.Tensor, state=None) -> None:
+        """Record kept draw ``j`` of the chains ``chains`` at their positions ``z: (c, d)``
+        (``state``: the update rule's state there, see :meth:`values`)."""
+        v = self.values(z, state)
         if self.record.with_loss:
             self.series["loss"][chains, j] = v.loss
             self.series["delta"][chains, j] = v.delta

@@ -6,7 +6,9 @@ probability min(1, exp(U(w) - U(w') + log q(w | w') - log q(w' | w))),
     log q(b | a) = -||b - a + ε ∇U(a)||² / (4ε).
 During burn-in each chain's ε is adapted by dual averaging toward ``target_accept``
 (:mod:`.dual_averaging`); at the last burn-in step it is set to the averaged value and then
-frozen.
+frozen. The state keeps the full-batch L^ρ and ΔL^ρ at the current position (MALA computes
+them for the acceptance test), so a kept draw's record reuses them instead of a second
+forward pass (:data:`MALAState.loss`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class MALAState(NamedTuple):
     grad: Any        # ∇U at z
     step_size: Any   # ε per chain
     adaptation: dual_averaging.DualAveraging
+    loss: Any        # full-batch L^ρ at z (chains,): reused by the kept draw's record
+    loss_delta: Any  # full-batch L^ρ(z) - L^ρ(w*)
 
 
 class MALAInfo(NamedTuple):
@@ -57,7 +61,7 @@ class MALA(Rule):
     def init(self, z, energy, noise, xp) -> MALAState:
         e = energy(z)
         eps = xp.full(z.shape[:-1], self.step_size, dtype=z.dtype)
-        return MALAState(z, e.potential, e.grad, eps, dual_averaging.init(eps, xp))
+        return MALAState(z, e.potential, e.grad, eps, dual_averaging.init(eps, xp), e.loss, e.loss_delta)
 
     def step(self, state: MALAState, energy, noise, t, xp):
         eps = state.step_size
@@ -73,6 +77,8 @@ class MALA(Rule):
         z = xp.where(accept[..., None], prop, state.z)
         grad = xp.where(accept[..., None], new.grad, state.grad)
         potential = xp.where(accept, new.potential, state.potential)
+        loss = xp.where(accept, new.loss, state.loss)
+        loss_delta = xp.where(accept, new.loss_delta, state.loss_delta)
 
         in_burnin = t < self.num_burnin
         count = xp.astype(t, eps.dtype) + 1.0  # the adaptation's 1-based count, exact in float64
@@ -83,4 +89,5 @@ class MALA(Rule):
         eps = xp.where(in_burnin, xp.astype(xp.exp(log_eps), eps.dtype), eps)
         adaptation = dual_averaging.DualAveraging(
             *(xp.where(in_burnin, xp.astype(a, b.dtype), b) for a, b in zip(adapted, state.adaptation)))
-        return MALAState(z, potential, grad, eps, adaptation), MALAInfo(accept_prob, eps, grad_norm(grad, xp))
+        return (MALAState(z, potential, grad, eps, adaptation, loss, loss_delta),
+                MALAInfo(accept_prob, eps, grad_norm(grad, xp)))

@@ -33,7 +33,7 @@ from pplpatterning.samplers.settings import SamplerSettings
 from pplpatterning.spec.probes import ProbePlan
 from pplpatterning.trace.moments import Moments, add_draw, batch_index, init_moments, num_batches
 
-__all__ = ["DrawRecord", "DrawValues", "make_record", "evaluation_subset", "draw_values", "phi_vector", "record_rows", "init_rows",
+__all__ = ["DrawRecord", "DrawValues", "make_record", "evaluation_subset", "reuses_sampler_loss", "draw_values", "phi_vector", "record_rows", "init_rows",
            "PER_SAMPLE_MODES"]
 
 PER_SAMPLE_MODES = ("none", "stored", "streamed")
@@ -124,14 +124,23 @@ def _rows_and_losses(record: DrawRecord, loss_fn, token_loss_fn, params, batch, 
     return tokens, reduced
 
 
+def reuses_sampler_loss(record: DrawRecord) -> bool:
+    """Whether a sampler that carries the full-batch (L^ρ, ΔL^ρ) of its current position (MALA)
+    saves the record its forward pass: nothing else of the training rows is needed."""
+    return record.with_loss and record.per_sample == "none" and record.loss_rows is None
+
+
 def draw_values(record: DrawRecord, loss_fn, params, *, data, weights, loss_at_centre, consts, datasets,
-                train_index, held_out, xp, token_loss_fn=None) -> DrawValues:
+                train_index, held_out, xp, token_loss_fn=None, known_loss=None) -> DrawValues:
     """The values of one draw (see the module docstring). ``datasets``: {name: batch};
     ``train_index``: integer array of the recorded training sequences; ``held_out``: a batch
     or None; ``token_loss_fn``: the model's per-token loss (per-token rows). The training
-    rows come from the loss's forward pass."""
+    rows come from the loss's forward pass; ``known_loss`` = (L^ρ, ΔL^ρ) the sampler already
+    computed at this position replaces that pass when :func:`reuses_sampler_loss`."""
     loss = delta = rows = None
-    if record.with_loss:
+    if known_loss is not None and reuses_sampler_loss(record):
+        loss, delta = (xp.astype(xp.asarray(v), xp.float64) for v in known_loss)
+    elif record.with_loss:
         per_row, losses = _rows_and_losses(record, loss_fn, token_loss_fn, params, data, consts, xp)
         loss = xp.mean(weights * losses)
         delta = xp.mean(weights * (losses - loss_at_centre))
