@@ -68,3 +68,29 @@ def test_the_memory_estimate_holds_draws_only_with_keep_params(post):
         kept = memory.estimate_memory(post, settings, keep_params=True, num_observables=3)["draws"]
         assert kept - lean == 2 * C * D * d * 8  # NumPyro's segments and their concatenation
         assert lean == C * D * (memory.PER_DRAW_STATS + 3) * 8
+
+
+@pytest.mark.parametrize("backend,sampler", [("numpyro", "sgld"), ("pyro", "sgld"), ("numpyro", "nuts"),
+                                             ("pyro", "nuts")])
+def test_keep_params_k_keeps_every_kth_draw(post, backend, sampler):
+    pytest.importorskip("jax" if backend == "numpyro" else "torch")
+    kw = dict(KW, sampler=sampler, backend=backend)
+    if sampler == "nuts":
+        kw = {k: v for k, v in kw.items() if k not in ("step_size", "batch_size")}
+    every = pp.sample(post, keep_params=True, **kw)
+    fifth = pp.sample(post, keep_params=5, **kw)
+    np.testing.assert_array_equal(fifth["posterior"]["w"].values, every["posterior"]["w"].values[:, ::5])
+    np.testing.assert_array_equal(fifth["posterior"]["draw"].values, np.arange(0, 30, 5))
+    np.testing.assert_array_equal(fifth["sample_stats"]["loss_delta"].values, every["sample_stats"]["loss_delta"].values)
+
+
+def test_keep_params_k_must_divide_the_draws_and_shrinks_the_estimate(post):
+    with pytest.raises(ValueError, match="`keep_params=7` must divide num_draws=30; e.g. keep_params=6"):
+        pp.sample(post, keep_params=7, **KW)
+    with pytest.raises(TypeError, match="`keep_params` must be True, False or a positive integer"):
+        pp.sample(post, keep_params=0.5, **KW)
+    settings = SamplerSettings(**KW)
+    every = memory.estimate_memory(post, settings, keep_params=1)["draws"]
+    fifth = memory.estimate_memory(post, settings, keep_params=5)["draws"]
+    none = memory.estimate_memory(post, settings, keep_params=0)["draws"]
+    assert (every - none) == 5 * (fifth - none)

@@ -122,8 +122,9 @@ class Segments(NamedTuple):
     reason: str | None
 
 
-def _programs(kernel, thin: int, fields: dict, recorder, keep_draws: bool, place: ChainPlacement):
-    """The jitted burn-in loop and segment scan; their carries keep ``place``'s layout."""
+def _programs(kernel, thin: int, fields: dict, recorder, stride: int, place: ChainPlacement):
+    """The jitted burn-in loop and segment scan; their carries keep ``place``'s layout. The
+    draws' parameters leave the scan at every ``stride``-th kept draw (never when 0)."""
 
     def step(s, a):
         return place.constrain(kernel.sample(s, (a,), {}))
@@ -137,7 +138,7 @@ def _programs(kernel, thin: int, fields: dict, recorder, keep_draws: bool, place
         def body(carry, _):
             s, acc, j = carry
             s = jax.lax.fori_loop(0, thin, lambda _, t: step(t, args), s)
-            z, stats = _collect(s, fields, keep_draws)
+            z, stats = _collect(s, fields, stride > 0)
             series = {}
             if recorder is not None:
                 values = recorder.values(s.z, args, rargs, s)
@@ -146,22 +147,32 @@ def _programs(kernel, thin: int, fields: dict, recorder, keep_draws: bool, place
                     acc = place.constrain(recorder.update(acc, j, values, rargs))
             return (s, acc, j + 1), (z, stats, series)
 
-        (state, acc, _), out = jax.lax.scan(body, (state, acc, j0), None, length=n_draws)
-        return state, acc, out
+        if stride <= 1:
+            (state, acc, _), out = jax.lax.scan(body, (state, acc, j0), None, length=n_draws)
+            return state, acc, out
+
+        def block(carry, _):  # `stride` kept draws; only the first one's parameters leave
+            carry, (z, stats, series) = jax.lax.scan(body, carry, None, length=stride)
+            return carry, (jax.tree.map(lambda x: x[0], z), stats, series)
+
+        (state, acc, _), (z, stats, series) = jax.lax.scan(block, (state, acc, j0), None, length=n_draws // stride)
+        flat = lambda x: x.reshape((n_draws,) + x.shape[2:])  # noqa: E731
+        return state, acc, (z, jax.tree.map(flat, stats), jax.tree.map(flat, series))
 
     return burn, draw
 
 
 @in_float64
 def run_segmented(kernel, args, init, settings, fields: dict, *, recorder=None, rargs=None,
-                  keep_draws: bool = True, chain_devices: int | None = None,
+                  keep_draws: int = 1, chain_devices: int | None = None,
                   on_segment: Callable[[Any, Any], None] | None = None) -> Segments:
     """Burn-in, then the draws in segments, in float64.
 
     After each kept draw's steps, inside the same compiled scan, ``recorder``
     (.recording.Recorder, with its traced probe arrays ``rargs``) evaluates the draw's loss,
     observables and probe losses and folds its per-sample losses into the accumulator. With
-    ``keep_draws=False`` the draws' parameters never leave the loop.
+    ``keep_draws=k`` the draws' parameters leave the loop at every k-th kept draw only (k
+    divides ``num_draws``; 0 or False: never).
 
     The chains' state and accumulator are sharded over the local devices as
     :func:`chain_placement` (``num_chains``, ``chain_devices``) says (``chain_devices=1``: one
@@ -176,8 +187,10 @@ def run_segmented(kernel, args, init, settings, fields: dict, *, recorder=None, 
     state = place.put(kernel.init(keys, settings.num_burnin, init, (args,), {}))
     args, rargs = place.replicate((args, rargs))
     acc = place.put(recorder.init_acc() if recorder is not None and recorder.per_sample else None)
-    programs = _programs(kernel, settings.thinning, fields, recorder, keep_draws, place)
-    chunks, acc, reason = _loop(programs, state, acc, args, rargs, settings, on_segment or (lambda s, a: None))
+    stride = int(keep_draws)
+    programs = _programs(kernel, settings.thinning, fields, recorder, stride, place)
+    chunks, acc, reason = _loop(programs, state, acc, args, rargs, settings, on_segment or (lambda s, a: None),
+                                max(stride, 1))
 
     def stack(parts):  # (draw, chain, ...) per segment -> (chain, draw, ...)
         arr = np.concatenate([np.asarray(p) for p in parts], axis=0)
@@ -190,12 +203,14 @@ def run_segmented(kernel, args, init, settings, fields: dict, *, recorder=None, 
     return Segments(samples, extra, values, to_numpy(acc), reason)
 
 
-def _loop(programs, state, acc, args, rargs, settings, on_segment):
-    """Run the burn-in and the segments; return the fetched segments, the last accumulator
-    and why the run stopped early (None when it completed)."""
+def _loop(programs, state, acc, args, rargs, settings, on_segment, stride: int = 1):
+    """Run the burn-in and the segments (each a multiple of ``stride`` draws); return the
+    fetched segments, the last accumulator and why the run stopped early (None when it
+    completed)."""
     burn, draw = programs
     C, thin = settings.num_chains, settings.thinning
-    n_seg, per_seg = segments(settings.num_draws)
+    n_seg, per_seg = segments(settings.num_draws // stride)
+    per_seg *= stride
     bar = tqdm(total=settings.num_burnin + settings.num_draws * thin, disable=not settings.progress_bar,
                unit="step", desc=f"{settings.sampler} ({C} chains) burn-in")
     chunks = []

@@ -75,7 +75,7 @@ def evaluate_at_centre(post: GibbsPosterior, fn) -> np.ndarray:
 
 @in_float64
 def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: DrawRecord | None = None,
-                  plan: ProbePlan | None = None, keep_params: bool = True) -> RunResult:
+                  plan: ProbePlan | None = None, keep_params: int = 1) -> RunResult:
     """Compile and run the chains in float64 (inside ``jax.enable_x64(True)``; the process's
     JAX configuration is left as it was): burn-in, then the draws in up to 20 equal compiled
     segments that keep what completed (see .driver). Every kept draw's ``record`` (loss,

@@ -101,14 +101,15 @@ def block_size(chains: int, dim: int, batch_size: int, total: int) -> int:
 
 
 class DrawBuffer:
-    """The kept draws ``z: (C, D, d)`` (None when ``keep_draws`` is False: only the statistics
-    are stored) and per-draw statistics (C, D), filled as draws complete; ``done`` counts the
+    """The kept draws ``z: (C, ⌈D / keep_draws⌉, d)``, every ``keep_draws``-th (None when
+    ``keep_draws`` is 0/False: only the statistics are stored) and per-draw statistics (C, D), filled as draws complete; ``done`` counts the
     completed draws. A ``recorder`` (.recording.Recorder) evaluates each kept draw first."""
 
-    def __init__(self, C: int, D: int, d: int, names: tuple[str, ...], keep_draws: bool = True, recorder=None,
+    def __init__(self, C: int, D: int, d: int, names: tuple[str, ...], keep_draws: int = 1, recorder=None,
                  dtype: torch.dtype = DTYPE, device: torch.device | str = "cpu"):
         self.shape = (C, D)
-        self.z = torch.empty((C, D, d), dtype=dtype, device=device) if keep_draws else None
+        self.stride = int(keep_draws)
+        self.z = torch.empty((C, -(-D // self.stride), d), dtype=dtype, device=device) if self.stride else None
         self.device = device
         self.names = names
         self.recorder = recorder
@@ -118,8 +119,8 @@ class DrawBuffer:
     def keep(self, i: int, z: torch.Tensor, info, state=None) -> None:
         if self.recorder is not None:  # first: a draw whose evaluation raises is not completed
             self.recorder.keep(slice(None), i, z, state)
-        if self.z is not None:
-            self.z[:, i] = z
+        if self.z is not None and i % self.stride == 0:
+            self.z[:, i // self.stride] = z
         for name, value in info._asdict().items():
             if name not in self._stats:  # statistics: float64 whatever the run's dtype
                 self._stats[name] = torch.empty(self.shape, dtype=DTYPE if value.is_floating_point() else value.dtype,
@@ -151,7 +152,7 @@ def run_block(rule, energy: ChainEnergy, state, rnd: dict[str, torch.Tensor], t:
 
 
 def run_chains(rule, energy: ChainEnergy, z0: torch.Tensor, *, num_burnin: int, num_draws: int, thinning: int,
-               gen: torch.Generator, progress_bar: bool = True, desc: str = "", keep_draws: bool = True,
+               gen: torch.Generator, progress_bar: bool = True, desc: str = "", keep_draws: int = 1,
                recorder=None) -> ChainRun:
     """Run all chains of the update rule ``rule`` from ``z0: (C, d)``; see the module docstring.
     With ``keep_draws=False`` only the statistics are stored (``ChainRun.z`` is None);

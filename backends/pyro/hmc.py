@@ -117,12 +117,13 @@ def _make_kernel(tp: TorchPosterior, settings: SamplerSettings):
                         **common)
 
 
-def run_hmc(tp: TorchPosterior, settings: SamplerSettings, *, keep_draws: bool = True, recorder=None) -> ChainRun:
+def run_hmc(tp: TorchPosterior, settings: SamplerSettings, *, keep_draws: int = 1, recorder=None) -> ChainRun:
     """Run ``settings.num_chains`` NUTS/HMC chains sequentially; see the module docstring.
     ``recorder`` evaluates each kept draw as it is made; the draws are stored only with
     ``keep_draws`` (``ChainRun.z`` is None otherwise)."""
     C, D, thin = settings.num_chains, settings.num_draws, settings.thinning
-    z_buf = torch.full((C, D, tp.dim), math.nan, dtype=DTYPE) if keep_draws else None
+    stride = int(keep_draws)  # parameters of every stride-th kept draw (none when 0)
+    z_buf = torch.full((C, -(-D // stride), tp.dim), math.nan, dtype=DTYPE) if stride else None
     stats = {
         "diverging": torch.zeros((C, D), dtype=torch.bool),
         "accept_prob": torch.full((C, D), math.nan, dtype=DTYPE),
@@ -141,8 +142,8 @@ def run_hmc(tp: TorchPosterior, settings: SamplerSettings, *, keep_draws: bool =
         z = torch.cat([params[name].detach().reshape(-1).to(DTYPE) for name, _, _, _ in tp.layout])
         if recorder is not None:
             recorder.keep(slice(c, c + 1), j, z[None])
-        if z_buf is not None:
-            z_buf[c, j] = z
+        if z_buf is not None and j % stride == 0:
+            z_buf[c, j // stride] = z
         div, acc, eps, steps = kernel.last_stats
         stats["diverging"][c, j] = bool(div)
         stats["accept_prob"][c, j] = float(acc)

@@ -77,7 +77,7 @@ def _torch_threads(work: float):
             torch.set_num_threads(before)
 
 
-def _run(tp: TorchPosterior, post: GibbsPosterior, settings: SamplerSettings, keep_draws: bool,
+def _run(tp: TorchPosterior, post: GibbsPosterior, settings: SamplerSettings, keep_draws: int,
          recorder: Recorder | None) -> ChainRun:
     if settings.sampler in ("nuts", "hmc"):
         return run_hmc(tp, settings, keep_draws=keep_draws, recorder=recorder)
@@ -91,7 +91,7 @@ def _run(tp: TorchPosterior, post: GibbsPosterior, settings: SamplerSettings, ke
 
 
 def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: DrawRecord | None = None,
-                  plan: ProbePlan | None = None, keep_params: bool = True) -> RunResult:
+                  plan: ProbePlan | None = None, keep_params: int = 1) -> RunResult:
     """Run the chains (NUTS/HMC: Pyro's kernels; the others: the update rules, all chains at
     once), every kept draw's ``record`` evaluated as it is made (.recording); the statistics
     sorted by name, the draws' parameters only with ``keep_params``."""
@@ -105,7 +105,7 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: Dr
         chains = _run(tp, post, settings, keep_params, recorder)
     D = chains.num_done
     stats = {name: chains.stats[name][:, :D].cpu().numpy() for name in sorted(chains.stats)}
-    z = chains.z[:, :D].cpu() if chains.z is not None else None
+    z = chains.z[:, :-(-D // int(keep_params))].cpu() if chains.z is not None else None
     draws = {name: a.numpy() for name, a in tp.unflatten(z).items()} if z is not None else {}
     kept = chains.extra.get("chains", slice(None))  # NUTS/HMC stopped early keeps whole chains
     values = recorder.evaluation(kept, D) if recorder is not None else None

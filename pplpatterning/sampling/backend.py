@@ -52,7 +52,9 @@ class RunResult:
     @property
     def num_draws(self) -> int:
         """Completed draws per chain (from the draws, or the statistics when no draw was kept)."""
-        series = self.draws or self.stats or ({"loss": self.values.loss} if self.values is not None else {})
+        # the statistics first: the parameters may be kept at every k-th draw only
+        series = self.stats or ({"loss": self.values.loss} if self.values is not None and
+                                self.values.loss is not None else {}) or self.draws
         return int(next(iter(series.values())).shape[1]) if series else 0
 
 

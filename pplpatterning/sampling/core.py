@@ -95,7 +95,7 @@ def sample(
     seed: int = 0,
     progress_bar: bool = True,
     observables: Mapping[str, Callable[..., Any]] | None = None,
-    keep_params: bool = True,
+    keep_params: bool | int = True,
     probes: Probes | None = None,
     dtype: str = "float64",
     eval_size: int | None = None,
@@ -114,7 +114,8 @@ def sample(
     adds the probe data sets' losses and the per-sample losses the susceptibility
     estimators need; all of them are evaluated at every kept draw inside the sampling loop
     (:mod:`pplpatterning.sampling.record`), so the draws' parameters are held only with
-    ``keep_params``. ``dtype="float32"`` runs the parameters, data and passes in float32 with
+    ``keep_params`` (True: every kept draw; an integer k: every k-th, the ``posterior``
+    group's ``draw`` coordinate then holds their kept-draw indices; False: none). ``dtype="float32"`` runs the parameters, data and passes in float32 with
     the loss differences and accumulators in float64 (update-rule samplers; see
     :class:`~pplpatterning.samplers.settings.SamplerSettings`). Sampler-specific options
     (``target_accept``, ``alpha``, ``diffusion``,
@@ -123,8 +124,7 @@ def sample(
     """
     if not isinstance(posterior, GibbsPosterior):
         raise TypeError(f"`posterior` must be a GibbsPosterior, got {type(posterior).__name__}.")
-    if not isinstance(keep_params, (bool, np.bool_)):
-        raise TypeError(f"`keep_params` must be True or False, got {keep_params!r}.")
+    stride = param_stride(keep_params, num_draws)
     check_backend_name(backend)
     settings = SamplerSettings(
         sampler=sampler, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
@@ -142,24 +142,38 @@ def sample(
         if not isinstance(probes, Probes):
             raise TypeError(f"`probes` must be a pplpatterning.spec.probes.Probes, got {type(probes).__name__}.")
         plan = probes.resolve(posterior, settings)
-    memory = check_memory(posterior, settings, keep_params=bool(keep_params), num_observables=len(observables),
+    memory = check_memory(posterior, settings, keep_params=stride, num_observables=len(observables),
                           plan=plan)
     module = get_backend(backend)
     # the device is checked (and its free memory read) before anything compiles
     device = module.device_memory(settings) if getattr(module, "device_memory", None) is not None else None
     if device is not None:  # the run's arrays live on an accelerator: check its free memory too
-        check_memory(posterior, settings, keep_params=bool(keep_params), num_observables=len(observables),
+        check_memory(posterior, settings, keep_params=stride, num_observables=len(observables),
                      plan=plan, available=device[1], where=device[0])
     check_at_centre(module, posterior, observables, plan)
     record = make_record(settings, observables, plan, num_samples=posterior.n)
-    run = module.run(posterior, settings, record=record, plan=plan, keep_params=bool(keep_params))
-    trace = assemble_trace(module, posterior, settings, run, record, plan)
+    run = module.run(posterior, settings, record=record, plan=plan, keep_params=stride)
+    trace = assemble_trace(module, posterior, settings, run, record, plan, param_stride=stride)
     trace.attrs["memory_estimate_bytes"] = int(memory)
     return trace
 
 
+def param_stride(keep_params: Any, num_draws: int) -> int:
+    """``keep_params`` as the stride of the kept parameter draws: True → 1 (every kept draw),
+    False → 0 (none), an integer k ≥ 1 → every k-th (k must divide ``num_draws``)."""
+    if isinstance(keep_params, (bool, np.bool_)):
+        return int(keep_params)
+    if not isinstance(keep_params, (int, np.integer)) or keep_params < 1:
+        raise TypeError(f"`keep_params` must be True, False or a positive integer k (keep every k-th draw's "
+                        f"parameters), got {keep_params!r}.")
+    if isinstance(num_draws, int) and num_draws > 0 and num_draws % int(keep_params):
+        raise ValueError(f"`keep_params={keep_params}` must divide num_draws={num_draws}; e.g. "
+                         f"keep_params={max(d for d in range(1, int(keep_params) + 1) if num_draws % d == 0)}.")
+    return int(keep_params)
+
+
 def assemble_trace(module: Backend, posterior: GibbsPosterior, settings: SamplerSettings, run: RunResult,
-                   record: DrawRecord, plan: ProbePlan | None) -> xr.DataTree:
+                   record: DrawRecord, plan: ProbePlan | None, *, param_stride: int = 1) -> xr.DataTree:
     """The keep-what-completed policy, once for every backend: a run stopped before any kept
     draw raises; one stopped later warns and keeps its completed draws and their recorded
     values (the minibatch loss taken from the sampler with ``loss_estimate="minibatch"``);
@@ -189,4 +203,5 @@ def assemble_trace(module: Backend, posterior: GibbsPosterior, settings: Sampler
                       incomplete_reason=incomplete_reason(run.stop_reason, ev, D),
                       sampling_seconds=run.seconds, evaluation_seconds=0.0)
     return build_trace(posterior=run.draws, sample_stats={"loss": loss, "loss_delta": delta, **stats},
-                       observables=ev.observables, attrs=attrs, extra_groups=groups)
+                       observables=ev.observables, attrs=attrs, extra_groups=groups,
+                       param_draws=np.arange(0, D, max(param_stride, 1)) if param_stride > 1 else None)

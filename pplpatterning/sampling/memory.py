@@ -48,7 +48,8 @@ def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, kee
     d = posterior.model.dim
     rows = settings.resolved_batch_size(posterior.n)
     num_sets = 0 if plan is None else len(plan.datasets)
-    copies = 2 if keep_params else 0
+    stride = int(keep_params)  # keep_params=k: the parameters of every k-th kept draw (0: none)
+    kept_params = -(-settings.num_draws // stride) if stride else 0
     p = 4 if settings.dtype == "float32" else 8
     probes = 0
     if plan is not None and plan.stream:
@@ -56,12 +57,12 @@ def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, kee
         probes = moments_bytes(settings.num_chains, num_batches(recorded), plan.num_per_sample, num_observables + 1)
     elif plan is not None:
         probes = plan.memory_bytes
-    per_draw = d * copies * p + (PER_DRAW_STATS + num_observables + num_sets) * _BYTES
+    per_draw = (PER_DRAW_STATS + num_observables + num_sets) * _BYTES
     data = sum(int(v.size) * (p if v.dtype.kind == "f" else 8) for v in posterior.data.values())
     return {
         "state": settings.num_chains * (STATE_COPIES * d + rows) * p,
         "data": data,
-        "draws": settings.num_chains * settings.num_draws * per_draw,
+        "draws": settings.num_chains * (settings.num_draws * per_draw + kept_params * 2 * d * p),
         "probes": MEMORY_COPIES * probes,
     }
 

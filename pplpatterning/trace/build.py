@@ -42,11 +42,14 @@ def build_trace(
     attrs: Mapping[str, Any],
     param_dims: Mapping[str, list[str]] | None = None,
     extra_groups: Mapping[str, xr.Dataset] | None = None,
+    param_draws: np.ndarray | None = None,
 ) -> xr.DataTree:
     """Assemble a Trace from (chain, draw, ...) arrays.
 
     ``sample_stats`` must contain ``loss`` and ``loss_delta``. ``extra_groups`` are added
-    as they are (the probe groups built by ``ProbePlan.assemble``).
+    as they are (the probe groups built by ``ProbePlan.assemble``). ``param_draws``: the
+    kept-draw indices of the ``posterior`` draws when only every k-th draw's parameters were
+    kept (``sample(keep_params=k)``).
     """
     for key in ("loss", "loss_delta"):
         if key not in sample_stats:
@@ -62,6 +65,8 @@ def build_trace(
         groups["observables"] = {k: np.asarray(v) for k, v in observables.items()}
     groups = {g: v for g, v in groups.items() if v}
     tree = from_dict(groups, dims=dict(param_dims or {}), check_conventions=False)
+    if param_draws is not None and "posterior" in tree.children:
+        tree["posterior"] = xr.DataTree(tree["posterior"].to_dataset().assign_coords(draw=np.asarray(param_draws)))
     for name in ("posterior", "observables"):  # always present, possibly empty
         if name not in tree.children:
             coords = {"chain": np.arange(shape[0]), "draw": np.arange(shape[1])}
