@@ -88,8 +88,8 @@ def test_largest_seed_is_accepted():
     assert type(SamplerSettings(seed=np.int64(7)).seed) is int
 
 
-def test_keep_params_must_be_bool(post, no_backend):
-    with pytest.raises(TypeError, match="`keep_params` must be True or False"):
+def test_keep_params_must_be_bool_or_a_stride(post, no_backend):
+    with pytest.raises(TypeError, match="`keep_params` must be True, False or a positive integer"):
         sample(post, keep_params="no", progress_bar=False)
 
 

@@ -125,6 +125,9 @@ RECORDERS = [
     "realized=float(_v['realized']), realized_se=float(_v['realized_se']), target=float(plan.target.sel(observable='A')), "
     "channel1=float(plan.weights[post.data['x'][:, 0] != 0].mean()), "
     "channel2=float(plan.weights[post.data['x'][:, 1] != 0].mean()))",
+    "_out['scale'] = dict(llc=llc(trace).llc, mcse=llc(trace).mcse, target=float(model.target_fn(post)), "
+    "dtype=trace.attrs['dtype'], params=len(trace['posterior'].data_vars), groups=sorted(trace.children), "
+    "rows=int(attribution(trace).sizes['sample']))",
 ]
 
 
@@ -156,6 +159,12 @@ def test_python_blocks(blocks, workdir):
     assert p["channel1"] < 1 < p["channel2"], p                   # "channel 1 down, channel 2 up"
     err = math.hypot(p["realized_se"], p["predicted_se"])
     assert abs(p["realized"] - p["predicted"]) <= 4 * err, p
+
+    s = out["scale"]
+    assert math.isclose(s["target"], 2.499, abs_tol=5e-4), s     # the README's number
+    assert abs(s["llc"] - s["target"]) <= 4 * s["mcse"], s
+    assert s["dtype"] == "float32" and s["params"] == 0 and s["rows"] == 20_000, s
+    assert "per_sample_moments" in s["groups"] and "per_sample_losses" not in s["groups"], s
 
 
 def bash_block(blocks, word: str) -> list[str]:
