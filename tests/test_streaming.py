@@ -60,7 +60,7 @@ def test_auto_streams_only_large_per_sample_losses(post):
     parts = [estimate_memory(post, SamplerSettings(num_chains=4, num_draws=D), keep_params=False, num_observables=2,
                              plan=_probes(post, True).resolve(post, SamplerSettings(num_chains=4, num_draws=D)))["probes"]
              for D in (1000, 100_000)]
-    assert parts[0] < parts[1]  # B = ⌊√J⌋ capped at 32: 31 batches at J = 1000, 32 from J = 1024 on
+    assert parts[0] == parts[1]  # B = min(⌊√J⌋, 16): 16 batches per chain at J = 500 and beyond
     assert estimate_memory(post, SamplerSettings(num_chains=4, num_draws=10**7), keep_params=False, num_observables=2,
                            plan=_probes(post, True).resolve(post, SamplerSettings(num_chains=4, num_draws=10**7)))[
         "probes"] == parts[1]

@@ -37,7 +37,7 @@ MOMENTS_GROUP = "per_sample_moments"
 #: observable's name, so this never collides with one.
 MOMENTS_LOSS_DELTA = "sample_stats/loss_delta"
 #: At most this many batches per chain for the batch-means standard error.
-DEFAULT_BATCHES = 32
+DEFAULT_BATCHES = 16
 
 
 class Moments(NamedTuple):
