@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_workloads import WORKLOADS, make_data, product_reference_llc  # noqa: E402
 
 
-def _build_model_and_loss(workload: str, data: dict, counter: dict):
+def build_model_and_loss(workload: str, data: dict, counter: dict):
     """Torch model at the centre w*, plus a devinterp loss_fn.
 
     devinterp 2.0.1 only accepts an LM-style dataset of integer "input_ids"
@@ -136,18 +136,22 @@ def _run_record(cfg: dict, counter: dict, times: tuple[float, float, float], llc
     }
 
 
-def run_once(workload: str, data: dict, init_seed: int, workdir: str) -> dict:
-    """One end-to-end devinterp LLC estimate; returns timings and the estimate."""
+def run_once(workload: str, data: dict, init_seed: int, workdir: str, cfg: dict | None = None,
+             keep_trace: bool = False) -> dict:
+    """One end-to-end devinterp LLC estimate; returns timings and the estimate.
+
+    ``cfg`` (default ``WORKLOADS[workload]``) may give other sizes (validation/bench_scale.py:
+    DLN widths [w]*4); ``keep_trace`` adds the (chain, step) minibatch ``loss_trace`` as lists."""
     from datasets import Dataset
     from devinterp.slt.llc import llc
 
-    cfg = WORKLOADS[workload]
+    cfg = WORKLOADS[workload] if cfg is None else cfg
     counter = {"sgld_steps": 0, "init_loss_evals": 0}
     out_path = os.path.join(workdir, f"samples_{workload}_{init_seed}.zarr")
     assert not os.path.exists(out_path)  # devinterp returns a cached result otherwise
 
     t0 = time.perf_counter()
-    model, loss_fn = _build_model_and_loss(workload, data, counter)
+    model, loss_fn = build_model_and_loss(workload, data, counter)
     n = cfg["n"]
     idx = np.arange(n, dtype=np.int64)
     dataset = Dataset.from_dict({"input_ids": np.stack([idx, idx], axis=1)})
@@ -174,8 +178,10 @@ def run_once(workload: str, data: dict, init_seed: int, workdir: str) -> dict:
     llc_mean = float(result["llc_mean"])
     llc_std = float(result["llc_std"])
     t1 = time.perf_counter()
-    return {"init_seed": init_seed,
-            **_run_record(cfg, counter, (t0, t_built, t1), llc_mean, llc_std, result, out_path)}
+    rec = {"init_seed": init_seed, **_run_record(cfg, counter, (t0, t_built, t1), llc_mean, llc_std, result, out_path)}
+    if keep_trace:
+        rec["loss_trace"] = np.asarray(result["loss_trace"], dtype=np.float64).tolist()
+    return rec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workload", choices=sorted(WORKLOADS), required=True)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", dest="json_out", default=None, help="write results here")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch.set_num_threads (1: two threads spin-wait on a loaded 2-core machine, issue 11)")
     p.add_argument(
         "--init-seed",
         type=int,

@@ -45,9 +45,14 @@ def dln_loss(weights, x, y):
     return 0.5 * jnp.mean(jnp.sum((y - f) ** 2, axis=-1))
 
 
-def make_sampler(x, y, centre, n_beta: float, steps: int):
-    """A jitted function key -> minibatch losses (steps, chains) of SGLD from w*."""
+def make_sampler(x, y, centre, n_beta: float, steps: int, cycle: bool = False):
+    """A jitted function key -> minibatch losses (chains, steps) of SGLD from w*.
+
+    Batches are drawn uniformly with replacement, or with ``cycle`` as devinterp draws them:
+    consecutive slices of one fixed shuffled order of the n rows (epochs), the same for every
+    chain (the recorded loss is then that of rows not stepped on since the epoch began)."""
     n = x.shape[0]
+    order = jax.random.permutation(jax.random.PRNGKey(7), n)
 
     def potential(weights, idx):
         local = sum(jnp.sum((w - c) ** 2) for w, c in zip(weights, centre))
@@ -56,9 +61,13 @@ def make_sampler(x, y, centre, n_beta: float, steps: int):
 
     grad = jax.grad(potential, has_aux=True)
 
-    def step(weights, key):
+    def step(weights, inputs):
+        t, key = inputs
         k_idx, k_noise = jax.random.split(key)
-        idx = jax.random.randint(k_idx, (BATCH,), 0, n)
+        if cycle:
+            idx = order[(t * BATCH + jnp.arange(BATCH)) % n]
+        else:
+            idx = jax.random.randint(k_idx, (BATCH,), 0, n)
         g, loss = grad(weights, idx)
         keys = jax.random.split(k_noise, len(weights))
         new = [w - 0.5 * STEP * gw + math.sqrt(STEP) * jax.random.normal(k, w.shape, w.dtype)
@@ -67,7 +76,7 @@ def make_sampler(x, y, centre, n_beta: float, steps: int):
 
     def chain(key):
         keys = jax.random.split(key, steps)
-        _, losses = jax.lax.scan(step, list(centre), keys)
+        _, losses = jax.lax.scan(step, list(centre), (jnp.arange(steps), keys))
         return losses
 
     return jax.jit(lambda key: jax.vmap(chain)(jax.random.split(key, CHAINS)))
