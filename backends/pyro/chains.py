@@ -16,7 +16,8 @@ step is kept (post-burn-in steps ``thinning, 2·thinning, ...``, counted from 1 
 statistics the kernel reports for that step.
 
 Failure mid-run (the NumPyro backend's policy, backends/numpyro/driver.py): the loop stops
-when EVERY chain's position is NaN/inf (checked once per block; a single diverged chain
+when EVERY chain's position is NaN/inf (checked after the block that passes each
+:data:`CHECK_EVERY` steps, and at the end; a single diverged chain
 keeps its NaN draws in the trace, where ``diagnose()`` flags them), on ``KeyboardInterrupt``,
 or on an exception after some draws were kept; :class:`ChainRun` then holds the draws
 completed so far and says why it stopped.
@@ -94,6 +95,10 @@ class ChainRun:
     extra: dict = field(default_factory=dict)
 
 
+#: Steps between the checks that every chain's parameters became NaN/inf (and at the end).
+CHECK_EVERY = 32
+
+
 def block_size(chains: int, dim: int, batch_size: int, total: int) -> int:
     """Steps per block of pre-drawn randomness: at most 256 steps and ~8 MB of noise and indices."""
     per_step = chains * (dim + batch_size)
@@ -166,7 +171,7 @@ def run_chains(rule, energy: ChainEnergy, z0: torch.Tensor, *, num_burnin: int, 
     with torch.no_grad():
         init_noise = {name: draw_stream(name, gen, 1, C, d, z0.dtype)[0] for name in rule.init_streams}
         state = rule.init(z0.clone(), lambda z: Energy(*energy(z)), init_noise, xp)
-    t, reason = 0, None
+    t, reason, checked = 0, None, 0
     try:
         with torch.no_grad():
             while t < T:
@@ -175,6 +180,9 @@ def run_chains(rule, energy: ChainEnergy, z0: torch.Tensor, *, num_burnin: int, 
                 state, t = run_block(rule, energy, state, rnd, t, num_burnin=num_burnin, thinning=thinning,
                                      buffer=buffer)
                 bar.update(t - t_before)
+                if t - checked < CHECK_EVERY and t < T:  # the check reads every parameter and syncs a GPU
+                    continue
+                checked = t
                 if not bool(torch.isfinite(state.z).all(dim=-1).any()):
                     phase = "burn-in" if t <= num_burnin else "sampling"
                     reason = (f"every chain's parameters became NaN or infinite by step {t} of {T} ({phase}); "
