@@ -110,11 +110,11 @@ def runs(tmp_path_factory):
 def test_four_devices_shard_the_carry(runs):
     info, _ = runs[4]
     assert info["devices"] == 4
-    # six runs × 20 draws in 20 segments (the first one runs the burn-in too), every chain-axis
-    # leaf on 4 devices; then the chain_devices=1 run on one
-    assert len(info["layouts"]) == 7 * 20
-    assert all(layout == [4] for layout in info["layouts"][:6 * 20])
-    assert all(layout == [1] for layout in info["layouts"][6 * 20:])
+    # six runs × (burn-in + 20 draws in 20 segments), every chain-axis leaf on 4 devices;
+    # then the chain_devices=1 run on one
+    assert len(info["layouts"]) == 7 * 21
+    assert all(layout == [4] for layout in info["layouts"][:6 * 21])
+    assert all(layout == [1] for layout in info["layouts"][6 * 21:])
     # the largest divisor of the chains that fits on the devices; max_devices=1 turns it off
     assert info["split"] == {"1": 1, "2": 2, "3": 3, "4": 4, "5": 1, "6": 3, "8": 4} and info["off"] == 1
     one, _ = runs[1]

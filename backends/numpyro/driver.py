@@ -23,7 +23,6 @@ from operator import attrgetter
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
@@ -100,13 +99,6 @@ def chain_placement(num_chains: int, max_devices: int | None = None) -> ChainPla
     return ChainPlacement(num_chains, Mesh(np.array(devices[:m]), (CHAIN_AXIS,)))
 
 
-def _any_chain_finite(z: dict, C: int):
-    """Inside a program: whether some chain's parameters are all finite (z: (C, ...) leaves, or
-    unbatched ones when C = 1)."""
-    ok = [jnp.isfinite(x).reshape((C if C > 1 else 1, -1)).all(axis=1) for x in jax.tree.leaves(z)]
-    return jnp.any(jnp.stack(ok).all(axis=0))
-
-
 def _all_chains_nonfinite(z: dict, C: int) -> bool:
     """True when no chain has all-finite parameters (z: dict of (C, ...) or unbatched arrays)."""
     ok = [np.isfinite(np.asarray(v)).reshape((C, -1) if C > 1 else (1, -1)).all(axis=1) for v in z.values()]
@@ -130,27 +122,22 @@ class Segments(NamedTuple):
     reason: str | None
 
 
-def _programs(kernel, thin: int, fields: dict, recorder, stride: int, place: ChainPlacement, num_chains: int):
+def _programs(kernel, thin: int, fields: dict, recorder, stride: int, place: ChainPlacement):
     """The jitted burn-in loop and segment scan; their carries keep ``place``'s layout. The
     draws' parameters leave the scan at every ``stride``-th kept draw (never when 0)."""
 
     def step(s, a):
         return place.constrain(kernel.sample(s, (a,), {}))
 
-    @partial(jax.jit, static_argnums=6)
-    def draw(state, acc, j0, n_burn, args, rargs, n_draws):  # args traced, never baked in as constants
-        # The burn-in runs inside the first kept draw's step loop (n_burn traced: num_burnin for
-        # the first segment, 0 after): the kernel step appears once in one compiled program
-        # (measured: a separate burn-in loop cost ≈ 1.1 s of a 3 s cold compile).
-        ok = jnp.asarray(True)
-        (state, acc, ok), out = _draws(state, acc, j0, n_burn, ok, args, rargs, n_draws)
-        return state, acc, out, ok
+    @partial(jax.jit, static_argnums=2)
+    def burn(state, args, n_steps):
+        return jax.lax.fori_loop(0, n_steps, lambda _, s: step(s, args), state)
 
-    def _draws(state, acc, j0, n_burn, ok, args, rargs, n_draws):
+    @partial(jax.jit, static_argnums=5)
+    def draw(state, acc, j0, args, rargs, n_draws):  # args traced, never baked in as constants
         def body(carry, _):
-            s, acc, j, pending, ok = carry
-            s = jax.lax.fori_loop(0, thin + pending, lambda _, t: step(t, args), s)
-            ok = jnp.where(pending > 0, _any_chain_finite(s.z, num_chains), ok)  # after the burn-in
+            s, acc, j = carry
+            s = jax.lax.fori_loop(0, thin, lambda _, t: step(t, args), s)
             z, stats = _collect(s, fields, stride > 0)
             series = {}
             if recorder is not None:
@@ -158,22 +145,21 @@ def _programs(kernel, thin: int, fields: dict, recorder, stride: int, place: Cha
                 series = scalar_series(values)
                 if recorder.per_sample:
                     acc = place.constrain(recorder.update(acc, j, values, rargs))
-            return (s, acc, j + 1, jnp.zeros_like(pending), ok), (z, stats, series)
+            return (s, acc, j + 1), (z, stats, series)
 
-        carry = (state, acc, j0, n_burn, ok)
         if stride <= 1:
-            (state, acc, _, _, ok), out = jax.lax.scan(body, carry, None, length=n_draws)
-            return (state, acc, ok), out
+            (state, acc, _), out = jax.lax.scan(body, (state, acc, j0), None, length=n_draws)
+            return state, acc, out
 
         def block(carry, _):  # `stride` kept draws; only the first one's parameters leave
             carry, (z, stats, series) = jax.lax.scan(body, carry, None, length=stride)
             return carry, (jax.tree.map(lambda x: x[0], z), stats, series)
 
-        (state, acc, _, _, ok), (z, stats, series) = jax.lax.scan(block, carry, None, length=n_draws // stride)
+        (state, acc, _), (z, stats, series) = jax.lax.scan(block, (state, acc, j0), None, length=n_draws // stride)
         flat = lambda x: x.reshape((n_draws,) + x.shape[2:])  # noqa: E731
-        return (state, acc, ok), (z, jax.tree.map(flat, stats), jax.tree.map(flat, series))
+        return state, acc, (z, jax.tree.map(flat, stats), jax.tree.map(flat, series))
 
-    return draw
+    return burn, draw
 
 
 @in_float64
@@ -202,7 +188,7 @@ def run_segmented(kernel, args, init, settings, fields: dict, *, recorder=None, 
     args, rargs = place.replicate((args, rargs))
     acc = place.put(recorder.init_acc() if recorder is not None and recorder.per_sample else None)
     stride = int(keep_draws)
-    programs = _programs(kernel, settings.thinning, fields, recorder, stride, place, C)
+    programs = _programs(kernel, settings.thinning, fields, recorder, stride, place)
     chunks, acc, reason = _loop(programs, state, acc, args, rargs, settings, on_segment or (lambda s, a: None),
                                 max(stride, 1))
 
@@ -221,7 +207,7 @@ def _loop(programs, state, acc, args, rargs, settings, on_segment, stride: int =
     """Run the burn-in and the segments (each a multiple of ``stride`` draws); return the
     fetched segments, the last accumulator and why the run stopped early (None when it
     completed)."""
-    draw = programs
+    burn, draw = programs
     C, thin = settings.num_chains, settings.thinning
     n_seg, per_seg = segments(settings.num_draws // stride)
     per_seg *= stride
@@ -230,21 +216,20 @@ def _loop(programs, state, acc, args, rargs, settings, on_segment, stride: int =
     chunks = []
     reason = None
     try:
-        for k in range(n_seg):
-            n_burn = settings.num_burnin if k == 0 else 0
-            state, new_acc, out, burn_ok = draw(state, acc, np.int64(k * per_seg), np.int64(n_burn), args, rargs,
-                                                per_seg)
-            on_segment(state, new_acc)
-            out, burn_ok = jax.device_get((out, burn_ok))
-            if n_burn and not bool(burn_ok):
+        if settings.num_burnin:
+            state = burn(state, args, settings.num_burnin)
+            on_segment(state, acc)
+            if _all_chains_nonfinite(jax.device_get(state.z), C):
                 raise FloatingPointError(
                     "Sampling stopped before any draw was kept: every chain's parameters became NaN or infinite "
-                    "during burn-in or the first kept draw's steps (reduce the step size or localize more).")
-            chunks.append(out)
+                    "during burn-in (reduce the step size or localize more).")
+        bar.update(settings.num_burnin)
+        bar.set_description(f"{settings.sampler} ({C} chains) sampling")
+        for k in range(n_seg):
+            state, new_acc, out = draw(state, acc, np.int64(k * per_seg), args, rargs, per_seg)
+            on_segment(state, new_acc)
+            chunks.append(jax.device_get(out))
             acc = new_acc
-            if k == 0:
-                bar.update(n_burn)
-                bar.set_description(f"{settings.sampler} ({C} chains) sampling")
             bar.update(per_seg * thin)
             if _all_chains_nonfinite({k: np.asarray(v) for k, v in state.z.items()}, C):  # the last draw
                 reason = "every chain's parameters became NaN or infinite (reduce the step size or localize more)"
