@@ -44,7 +44,11 @@ def test_streamed_and_stored_chi_of_one_run_agree(post, backend, sampler):
         a, b = pp.attribution(stored, samples=samples), pp.attribution(streamed, samples=samples)
         # floating-point reproduction: the pooled covariance from float64 sums vs from the series
         np.testing.assert_allclose(b["chi"].values, a["chi"].values, rtol=1e-10, atol=1e-13 * float(abs(a["chi"]).max()))
-        ratio = b["se"].values / a["se"].values  # batch means vs ESS: two estimates of one standard error
+        # batch means vs ESS: two estimates of one standard error. With 3 chains × 7 batches the
+        # batch-means σ̂² has relative sd √(2/20) ≈ 0.32 (se: ≈ 0.16, log-se ≈ 0.16) and the ESS
+        # estimate is as uncertain again on 60 draws per chain, so |log ratio| < log 2.5 ≈ 0.92 is
+        # about 4 sd of the log ratio: a sanity band, not an MCSE tolerance on χ.
+        ratio = b["se"].values / a["se"].values
         assert np.all((ratio > 0.4) & (ratio < 2.5)), ratio
     assert streamed[MOMENTS_GROUP]["count"].values.sum() == 3 * 60  # ⌈120 / 2⌉ recorded draws per chain
 

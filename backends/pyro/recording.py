@@ -57,8 +57,7 @@ class Recorder:
         names += [f"probe/{k}" for k in record.datasets]
         self.series = {name: torch.full((C, D), math.nan, dtype=DTYPE, device=tp.device) for name in names}
         self.acc = init_rows(record, C, xp, device=tp.device)
-        self._values = vmap(self._one)
-        self._values_known = vmap(self._one)  # (z, (L, ΔL)) per chain
+        self._values = vmap(self._one)  # over chains: z, and (L, ΔL) when the sampler carries them
         self.shifts = self._shifts() if record.per_sample == "streamed" else ()
 
     def _one(self, z: torch.Tensor, known=None) -> dict:
@@ -75,7 +74,7 @@ class Recorder:
         which may carry the full-batch loss at z (MALA: no second forward pass)."""
         with torch.no_grad():
             if hasattr(state, "loss_delta") and reuses_sampler_loss(self.record):
-                out = self._values_known(z, (state.loss, state.loss_delta))
+                out = self._values(z, (state.loss, state.loss_delta))
             else:
                 out = self._values(z)
         return DrawValues(out.get("loss"), out.get("delta"), out.get("observables", {}),

@@ -11,7 +11,6 @@ pplpatterning never imports JAX or torch; nothing after the Trace needs either.
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any

@@ -31,7 +31,7 @@ import numpy as np
 
 from pplpatterning.samplers.settings import SamplerSettings
 from pplpatterning.spec.probes import ProbePlan
-from pplpatterning.trace.moments import Moments, add_draw, batch_index, init_moments, num_batches
+from pplpatterning.trace.moments import add_draw, batch_index, init_moments, num_batches
 
 __all__ = ["DrawRecord", "DrawValues", "make_record", "evaluation_subset", "reuses_sampler_loss", "draw_values", "phi_vector", "record_rows", "init_rows",
            "PER_SAMPLE_MODES"]
