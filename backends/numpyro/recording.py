@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pplpatterning.sampling.record import (DrawRecord, DrawValues, draw_values, init_rows, phi_vector, record_rows,
-                                           reuses_sampler_loss)
+from pplpatterning.sampling.record import (DrawRecord, DrawValues, draw_values, init_rows, loss_rows, phi_vector,
+                                           record_rows, sampler_loss)
 from pplpatterning.spec.probes import ProbePlan
 
 from .precision import as_data, in_float64
@@ -43,11 +43,8 @@ class RecordArgs(NamedTuple):
 def record_args(plan: ProbePlan | None, args: PosteriorArgs, record: DrawRecord, dtype: str = "float64") -> RecordArgs:
     """The rows of the recorded loss (``record.loss_rows`` of ``args``, or all of them) and the
     probe data of ``plan`` as JAX arrays (shifts filled in by :meth:`Recorder.with_shifts`)."""
-    data, weights, lstar = args.data, args.weights, args.loss_at_centre
-    if record.loss_rows is not None:
-        rows = jnp.asarray(record.loss_rows)
-        data = {k: v[rows] for k, v in data.items()}
-        weights, lstar = weights[rows], lstar[rows]
+    index = None if record.loss_rows is None else jnp.asarray(record.loss_rows)
+    data, weights, lstar = loss_rows(record, args.data, args.weights, args.loss_at_centre, jnp, index)
     if plan is None:
         return RecordArgs(data, weights, lstar, {}, jnp.zeros(0, dtype=jnp.int64), None, ())
     held = None if plan.held_out is None else {k: as_data(v, dtype) for k, v in plan.held_out.items()}
@@ -81,8 +78,7 @@ class Recorder:
         if not self._batched(z, args):
             z = jax.tree.map(lambda x: x[None], z)
         rule = getattr(state, "rule", None)
-        known = (rule.loss, rule.loss_delta) if hasattr(rule, "loss_delta") and reuses_sampler_loss(self.record) \
-            else None
+        known = sampler_loss(self.record, rule)
         if known is None:
             return jax.vmap(lambda zi: self.one(zi, args, rargs))(z)
         return jax.vmap(lambda zi, k: self.one(zi, args, rargs, k))(z, known)

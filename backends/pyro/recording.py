@@ -18,8 +18,8 @@ import torch
 from torch.func import vmap
 
 from pplpatterning.sampling.evaluation import Evaluation
-from pplpatterning.sampling.record import (DrawRecord, DrawValues, draw_values, init_rows, phi_vector, record_rows,
-                                           reuses_sampler_loss)
+from pplpatterning.sampling.record import (DrawRecord, DrawValues, draw_values, init_rows, loss_rows, phi_vector,
+                                           record_rows, sampler_loss)
 from pplpatterning.spec.probes import ProbePlan
 from pplpatterning.trace.moments import Moments
 
@@ -44,11 +44,10 @@ class Recorder:
         self.token_loss_fn = token_loss_fn
         C, D = num_chains, record.num_draws
         as_t = lambda d: {k: as_data_tensor(v, tp.dtype).to(tp.device) for k, v in d.items()}  # noqa: E731
-        self.data, self.weights, self.loss_at_centre = tp.data, tp.weights, tp.loss_at_centre
-        if record.loss_rows is not None:  # loss_estimate="subset": L on its fixed rows
-            rows = torch.tensor(np.array(record.loss_rows, dtype=np.int64), device=tp.device)
-            self.data = {k: v[rows] for k, v in tp.data.items()}
-            self.weights, self.loss_at_centre = tp.weights[rows], tp.loss_at_centre[rows]
+        index = None if record.loss_rows is None else \
+            torch.tensor(np.array(record.loss_rows, dtype=np.int64), device=tp.device)
+        self.data, self.weights, self.loss_at_centre = loss_rows(record, tp.data, tp.weights, tp.loss_at_centre, xp,
+                                                                 index)
         self.datasets = {name: as_t(d) for name, d in plan.datasets.items()} if plan is not None else {}
         self.held_out = as_t(plan.held_out) if plan is not None and plan.held_out is not None else None
         index = plan.train_index if plan is not None else np.zeros(0, dtype=np.int64)
@@ -73,10 +72,8 @@ class Recorder:
         """The values at the positions ``z: (c, d)`` of c chains; ``state``: the rule's state,
         which may carry the full-batch loss at z (MALA: no second forward pass)."""
         with torch.no_grad():
-            if hasattr(state, "loss_delta") and reuses_sampler_loss(self.record):
-                out = self._values(z, (state.loss, state.loss_delta))
-            else:
-                out = self._values(z)
+            known = sampler_loss(self.record, state)
+            out = self._values(z) if known is None else self._values(z, known)
         return DrawValues(out.get("loss"), out.get("delta"), out.get("observables", {}),
                           out.get("dataset_losses", {}), out.get("rows"))
 

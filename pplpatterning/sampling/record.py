@@ -33,7 +33,8 @@ from pplpatterning.samplers.settings import SamplerSettings
 from pplpatterning.spec.probes import ProbePlan
 from pplpatterning.trace.moments import add_draw, batch_index, init_moments, num_batches
 
-__all__ = ["DrawRecord", "DrawValues", "make_record", "evaluation_subset", "reuses_sampler_loss", "draw_values", "phi_vector", "record_rows", "init_rows",
+__all__ = ["DrawRecord", "DrawValues", "make_record", "evaluation_subset", "reuses_sampler_loss", "sampler_loss",
+           "loss_rows", "draw_values", "phi_vector", "record_rows", "init_rows",
            "PER_SAMPLE_MODES"]
 
 PER_SAMPLE_MODES = ("none", "stored", "streamed")
@@ -128,6 +129,23 @@ def reuses_sampler_loss(record: DrawRecord) -> bool:
     """Whether a sampler that carries the full-batch (L^ρ, ΔL^ρ) of its current position (MALA)
     saves the record its forward pass: nothing else of the training rows is needed."""
     return record.with_loss and record.per_sample == "none" and record.loss_rows is None
+
+
+def sampler_loss(record: DrawRecord, rule_state):
+    """(L^ρ, ΔL^ρ) the update rule's state carries at its position (MALA's ``loss``,
+    ``loss_delta``) when the record can use them (:func:`reuses_sampler_loss`), else None."""
+    if hasattr(rule_state, "loss_delta") and reuses_sampler_loss(record):
+        return rule_state.loss, rule_state.loss_delta
+    return None
+
+
+def loss_rows(record: DrawRecord, data, weights, loss_at_centre, xp, index):
+    """The rows on which the record evaluates L: all of them, or with ``loss_estimate="subset"``
+    the fixed ``record.loss_rows`` (``index``: those rows as a backend integer array)."""
+    if record.loss_rows is None:
+        return data, weights, loss_at_centre
+    take = lambda v: xp.take(v, index, axis=0)  # noqa: E731
+    return {k: take(v) for k, v in data.items()}, take(weights), take(loss_at_centre)
 
 
 def draw_values(record: DrawRecord, loss_fn, params, *, data, weights, loss_at_centre, consts, datasets,
