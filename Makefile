@@ -18,7 +18,7 @@ $(STAMP): constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -c constraints.txt "torch==2.13.0"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[numpyro,pyro,test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[numpyro,pyro,hf,jaxnn,distributed,test]"
 	@rm -f $(VENV)/.installed-*; touch $@
 
 # `make run`: one posterior (a Gaussian mixture, exact λ = 3/4 and an exact finite-nβ target)
