@@ -21,7 +21,7 @@ from pplpatterning.sampling.record import (DrawRecord, DrawValues, draw_values, 
 from pplpatterning.spec.probes import ProbePlan
 
 from .precision import as_data, in_float64
-from .spec import PosteriorArgs
+from .spec import PosteriorArgs, full_params
 
 __all__ = ["Recorder", "RecordArgs", "record_args"]
 
@@ -65,9 +65,7 @@ class Recorder:
     def one(self, z: dict, args: PosteriorArgs, rargs: RecordArgs, known=None) -> DrawValues:
         """The values of one chain's position ``z`` (the sampled parameters' pytree);
         ``known``: the sampler's own (L^ρ, ΔL^ρ) at z, if it carries them."""
-        params = dict(args.frozen)
-        params.update(z)
-        return draw_values(self.record, self.loss_fn, params, data=rargs.data, weights=rargs.weights,
+        return draw_values(self.record, self.loss_fn, full_params(z, args), data=rargs.data, weights=rargs.weights,
                            loss_at_centre=rargs.loss_at_centre, consts=args.consts, datasets=rargs.datasets,
                            train_index=rargs.train_index, held_out=rargs.held_out, xp=jnp,
                            token_loss_fn=self.token_loss_fn, known_loss=known)

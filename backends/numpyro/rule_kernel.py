@@ -28,7 +28,7 @@ from numpyro.util import is_prng_key
 from pplpatterning.samplers.rule import Energy
 from pplpatterning.spec.posterior import localization_energy, per_sample_loss_delta
 
-from .spec import PosteriorArgs
+from .spec import PosteriorArgs, full_params
 
 __all__ = ["RuleKernel", "RuleState", "batch_energy_and_grad", "tree_normal"]
 
@@ -52,9 +52,7 @@ def _draw_batch(key, args: PosteriorArgs, batch_size: int):
 
 
 def _energy(z, loss_fn, args: PosteriorArgs, batch, weights, loss_at_centre):
-    params = dict(args.frozen)
-    params.update(z)
-    loss, delta = per_sample_loss_delta(loss_fn, params, batch, weights, loss_at_centre, args.consts, jnp)
+    loss, delta = per_sample_loss_delta(loss_fn, full_params(z, args), batch, weights, loss_at_centre, args.consts, jnp)
     U = args.n_beta * loss + localization_energy(z, args.centre, args.gamma, jnp)
     return U, (loss, delta)
 

@@ -23,6 +23,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 from numpyro.infer.util import potential_energy
 
+from pplpatterning.spec.masks import MaskedParam, assemble
 from pplpatterning.spec.posterior import (
     GibbsPosterior,
     localization_energy,
@@ -33,7 +34,7 @@ from pplpatterning.spec.posterior import (
 from .precision import as_data, in_float64
 
 __all__ = ["PosteriorArgs", "posterior_args", "as_data", "in_float64", "gibbs_model", "potential_fn", "potential_and_grad",
-           "full_batch_loss"]
+           "full_batch_loss", "full_params"]
 
 
 class PosteriorArgs(NamedTuple):
@@ -41,8 +42,9 @@ class PosteriorArgs(NamedTuple):
 
     data: dict[str, jax.Array]
     weights: jax.Array          # effective weights c ρ_i, shape (n,)
-    centre: dict[str, jax.Array]  # centre of the sampled parameters
+    centre: dict[str, jax.Array]  # centre of the sampled coordinates (a masked parameter's: (k,))
     frozen: dict[str, jax.Array]  # frozen parameters at their centre values
+    masked: dict[str, MaskedParam]  # partly sampled parameters: index map and frozen entries
     consts: dict[str, jax.Array]
     loss_at_centre: jax.Array   # l_i(w*), shape (n,)
     n_beta: jax.Array
@@ -60,8 +62,9 @@ def posterior_args(post: GibbsPosterior, dtype: str = "float64") -> PosteriorArg
     return PosteriorArgs(
         data={k: as_data(v, dtype) for k, v in post.data.items()},
         weights=as_(post.effective_weights),
-        centre={k: as_param(post.centre[k]) for k in post.sampled},
+        centre={k: as_param(v) for k, v in post.sampled_centre.items()},
         frozen={k: as_param(post.centre[k]) for k in post.frozen},
+        masked={k: MaskedParam(jnp.asarray(m.index, dtype=jnp.int64), as_param(m.rest)) for k, m in post.masked.items()},
         consts={k: as_data(v, dtype) for k, v in post.model.consts.items()},
         loss_at_centre=as_(post.loss_at_centre_per_sample),
         n_beta=as_(post.n_beta),
@@ -82,13 +85,19 @@ def gibbs_model(args: PosteriorArgs, *, loss_fn, shapes: tuple[tuple[str, tuple[
     numpyro.factor("localizing_prior", -localization_energy(sampled, args.centre, args.gamma, jnp))
     numpyro.factor(
         "tempered_loss",
-        -tempered_loss_energy(loss_fn, sampled, args.frozen, args.data, args.weights, args.consts, args.n_beta, jnp),
+        -tempered_loss_energy(loss_fn, full_params(sampled, args), args.data, args.weights, args.consts, args.n_beta,
+                              jnp),
     )
+
+
+def full_params(sampled: dict[str, jax.Array], args: PosteriorArgs) -> dict[str, jax.Array]:
+    """Every parameter from one chain's sampled coordinates (frozen ones and entries at w*)."""
+    return assemble(sampled, args.frozen, args.masked, jnp)
 
 
 def model_for(post: GibbsPosterior):
     """The NumPyro model function for ``post`` (static parts bound, data passed as args)."""
-    shapes = tuple((k, tuple(post.model.param_shapes[k])) for k in post.sampled)
+    shapes = tuple(post.sampled_shapes.items())
     return partial(gibbs_model, loss_fn=post.model.loss, shapes=shapes)
 
 
@@ -110,9 +119,7 @@ def potential_fn(post: GibbsPosterior):
 
 def full_batch_loss(loss_fn, sampled: dict[str, jax.Array], args: PosteriorArgs):
     """(L_n^ρ(w), L_n^ρ(w) - L_n^ρ(w*)) on the full data, the difference taken per sample."""
-    params = dict(args.frozen)
-    params.update(sampled)
-    return per_sample_loss_delta(loss_fn, params, args.data, args.weights, args.loss_at_centre, args.consts, jnp)
+    return per_sample_loss_delta(loss_fn, full_params(sampled, args), args.data, args.weights, args.loss_at_centre, args.consts, jnp)
 
 
 @in_float64

@@ -35,6 +35,7 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
 from torch.func import vmap
 
+from pplpatterning.spec.masks import MaskedParam, assemble
 from pplpatterning.spec.posterior import (
     GibbsPosterior,
     localization_energy,
@@ -85,7 +86,7 @@ class TorchPosterior:
     loss_fn: Callable
     data: dict[str, torch.Tensor]
     weights: torch.Tensor            # effective weights c ρ_i, shape (n,)
-    centre: dict[str, torch.Tensor]  # centre of the sampled parameters
+    centre: dict[str, torch.Tensor]  # centre of the sampled coordinates (a masked parameter's: (k,))
     frozen: dict[str, torch.Tensor]  # frozen parameters at their centre values
     consts: dict[str, Any]
     loss_at_centre: torch.Tensor     # l_i(w*), shape (n,)
@@ -95,6 +96,7 @@ class TorchPosterior:
     n: int
     dim: int
     dtype: torch.dtype = DTYPE
+    masked: dict[str, MaskedParam] = dataclasses.field(default_factory=dict)  # partly sampled parameters
 
     # ------------------------------------------------------------- flat layout
     def unflatten(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -121,23 +123,23 @@ class TorchPosterior:
         move = lambda d: {k: v.to(device) if torch.is_tensor(v) else v for k, v in d.items()}  # noqa: E731
         return dataclasses.replace(self, data=move(self.data), weights=self.weights.to(device),
                                    centre=move(self.centre), frozen=move(self.frozen), consts=move(self.consts),
-                                   loss_at_centre=self.loss_at_centre.to(device))
+                                   loss_at_centre=self.loss_at_centre.to(device),
+                                   masked={k: MaskedParam(m.index.to(device), m.rest.to(device))
+                                           for k, m in self.masked.items()})
 
     def centre_flat(self) -> torch.Tensor:
         return self.flatten(self.centre)
 
     def full_params(self, sampled: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        params = dict(self.frozen)
-        params.update(sampled)
-        return params
+        """Every parameter from one chain's sampled coordinates (frozen ones and entries at w*)."""
+        return assemble(sampled, self.frozen, self.masked, xp)
 
 
 def torch_posterior(post: GibbsPosterior, dtype: str = "float64") -> TorchPosterior:
     """``post`` as torch tensors in the precision ``dtype`` ("float64" or "float32")."""
     tdtype = getattr(torch, dtype)
     layout, start = [], 0
-    for name in post.sampled:
-        shape = tuple(post.model.param_shapes[name])
+    for name, shape in post.sampled_shapes.items():
         size = int(np.prod(shape, dtype=np.int64))
         layout.append((name, start, start + size, shape))
         start += size
@@ -145,7 +147,7 @@ def torch_posterior(post: GibbsPosterior, dtype: str = "float64") -> TorchPoster
         loss_fn=post.model.loss,
         data={k: as_data_tensor(v, tdtype) for k, v in post.data.items()},
         weights=as_tensor(post.effective_weights),
-        centre={k: as_tensor(post.centre[k], tdtype) for k in post.sampled},
+        centre={k: as_tensor(v, tdtype) for k, v in post.sampled_centre.items()},
         frozen={k: as_tensor(post.centre[k], tdtype) for k in post.frozen},
         consts={k: as_data_tensor(v, tdtype) for k, v in post.model.consts.items()},
         loss_at_centre=as_tensor(post.loss_at_centre_per_sample),
@@ -155,6 +157,7 @@ def torch_posterior(post: GibbsPosterior, dtype: str = "float64") -> TorchPoster
         n=int(post.n),
         dim=int(start),
         dtype=tdtype,
+        masked={k: MaskedParam(torch.as_tensor(m.index), as_tensor(m.rest, tdtype)) for k, m in post.masked.items()},
     )
 
 
@@ -172,7 +175,7 @@ def gibbs_model(tp: TorchPosterior) -> None:
     pyro.factor("localizing_prior", -localization_energy(sampled, tp.centre, tp.gamma, xp))
     pyro.factor(
         "tempered_loss",
-        -tempered_loss_energy(tp.loss_fn, sampled, tp.frozen, tp.data, tp.weights, tp.consts, tp.n_beta, xp),
+        -tempered_loss_energy(tp.loss_fn, tp.full_params(sampled), tp.data, tp.weights, tp.consts, tp.n_beta, xp),
     )
 
 

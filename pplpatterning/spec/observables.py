@@ -29,11 +29,12 @@ patterning before/after comparisons measure the same φ.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from pplpatterning.spec.masks import resolve_component
 from pplpatterning.spec.model import Model
 from pplpatterning.spec.posterior import GibbsPosterior, data_array, finite_float_array
 
@@ -73,40 +74,6 @@ def _model_data_centre(source, data, centre) -> tuple[Model, Mapping[str, np.nda
     data = {str(k): data_array(v, f"data[{k!r}]") for k, v in data.items()}
     centre = {k: finite_float_array(centre[k], f"centre[{k!r}]") for k in model.param_shapes}
     return model, data, centre
-
-
-def _resolve_component(model: Model, component) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
-    """(names moved whole, {name: boolean mask}) from names or a mask mapping."""
-    shapes = model.param_shapes
-    if isinstance(component, str):
-        component = (component,)
-    if isinstance(component, Mapping):
-        whole, masks = [], {}
-        for name, mask in component.items():
-            if name not in shapes:
-                raise ValueError(f"`component` mask names unknown parameter {name!r}; the model has {list(shapes)}.")
-            arr = np.asarray(mask)
-            if arr.dtype != np.bool_:
-                raise TypeError(f"`component[{name!r}]` must be a boolean mask, got dtype {arr.dtype}.")
-            if arr.shape != shapes[name]:
-                raise ValueError(f"`component[{name!r}]` has shape {arr.shape}; parameter {name!r} has shape "
-                                 f"{shapes[name]}.")
-            if arr.all():
-                whole.append(name)
-            elif arr.any():
-                masks[name] = arr
-        if not whole and not masks:
-            raise ValueError("`component` mask selects no parameter entry; set at least one entry True.")
-        return tuple(n for n in shapes if n in whole), masks
-    if not isinstance(component, Iterable):
-        raise TypeError("`component` must be a parameter name, a sequence of names, or a mask {name: bool array}.")
-    names = [str(c) for c in component]
-    unknown = [c for c in names if c not in shapes]
-    if unknown:
-        raise ValueError(f"`component` names unknown parameters {unknown}; the model has {list(shapes)}.")
-    if not names:
-        raise ValueError("`component` is empty; name at least one parameter.")
-    return tuple(n for n in shapes if n in names), {}
 
 
 class ComponentLoss(Observable):
@@ -182,7 +149,7 @@ def component_loss(source, component, *, data=None, centre=None) -> ComponentLos
     Source: docs/math.md §3; Baker, Wang, Hoogland, Murfet 2025 (arXiv 2504.18274), App. C.4.
     """
     model, data, centre = _model_data_centre(source, data, centre)
-    whole, masks = _resolve_component(model, component)
+    whole, masks = resolve_component(model.param_shapes, component)
     return ComponentLoss(model, data, centre, whole, masks)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pplpatterning.spec.masks import MaskedParam, assemble, masked_param, resolve_component
 from pplpatterning.spec.model import Model
 
 __all__ = [
@@ -92,8 +93,11 @@ class GibbsPosterior:
         If True, L^ρ = Σ ρ_i l_i / Σ ρ_i; else (1/n) Σ ρ_i l_i. A bool. Weights that are all
         zero or whose sum overflows float64 are refused.
     sampled
-        Names of the parameters to sample; the others stay frozen at the centre
-        (weight restriction). Default: all.
+        What to sample; everything else stays frozen at the centre (weight restriction).
+        Parameter names, or a mask mapping ``{name: boolean array of that parameter's
+        shape}`` to sample only some entries of a parameter (a head's slice of W_Q, a row
+        block; :mod:`pplpatterning.spec.masks`). Default: all. A masked parameter is sampled
+        as the 1-D vector of its True entries (``sampled_shapes`` gives its shape).
     """
 
     model: Model
@@ -104,6 +108,7 @@ class GibbsPosterior:
     weights: np.ndarray | None = None
     normalize_weights: bool = False
     sampled: tuple[str, ...] | None = None
+    masks: Mapping[str, np.ndarray] = field(init=False)
     n: int = field(init=False)
     n_beta_source: str = field(init=False)
 
@@ -128,7 +133,9 @@ class GibbsPosterior:
         object.__setattr__(self, "normalize_weights", bool(self.normalize_weights))
         if self.weights is not None:
             object.__setattr__(self, "weights", _check_weights(self.weights, n, self.normalize_weights))
-        object.__setattr__(self, "sampled", _checked_sampled(model, self.sampled))
+        sampled, masks = _checked_sampled(model, self.sampled)
+        object.__setattr__(self, "sampled", sampled)
+        object.__setattr__(self, "masks", MappingProxyType(masks))
         object.__setattr__(self, "_loss_at_centre_per_sample", _loss_at_centre(model, centre, data, n))
 
     # ----------------------------------------------------------------- derived
@@ -157,8 +164,32 @@ class GibbsPosterior:
         return float(np.mean(self.effective_weights * self.loss_at_centre_per_sample))
 
     @property
+    def sampled_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of each sampled parameter: the parameter's own, or (k,) for a mask with k
+        True entries."""
+        return {k: (int(self.masks[k].sum()),) if k in self.masks else tuple(self.model.param_shapes[k])
+                for k in self.sampled}
+
+    @property
+    def sampled_centre(self) -> dict[str, np.ndarray]:
+        """The centre of the sampled coordinates, ``{name: w*[name]}`` or ``w*[name][mask]``."""
+        return {k: self.centre[k][self.masks[k]] if k in self.masks else self.centre[k] for k in self.sampled}
+
+    @property
+    def masked(self) -> dict[str, MaskedParam]:
+        """``{name: MaskedParam}`` (NumPy) of the partly sampled parameters, for :func:`assemble`."""
+        return {k: masked_param(m, self.centre[k]) for k, m in self.masks.items()}
+
+    @property
+    def restriction(self) -> tuple[str, ...] | dict[str, np.ndarray]:
+        """The ``sampled`` argument that rebuilds this restriction: the names, or a mask mapping."""
+        if not self.masks:
+            return self.sampled
+        return {k: self.masks.get(k, np.ones(self.model.param_shapes[k], dtype=bool)) for k in self.sampled}
+
+    @property
     def sampled_dim(self) -> int:
-        return int(sum(int(np.prod(self.model.param_shapes[k])) for k in self.sampled))
+        return int(sum(int(np.prod(s)) for s in self.sampled_shapes.values()))
 
     def loss(self, params: Mapping[str, Any]) -> float:
         """L_n^ρ(w) in float64 with NumPy; ``params`` may omit frozen parameters."""
@@ -167,23 +198,31 @@ class GibbsPosterior:
 
     def potential(self, params: Mapping[str, Any]) -> float:
         """U(v) = nβ L_n^ρ(u*, v) + γ/2 ||v - v*||², the reference value in float64 NumPy."""
-        sq = sum(float(np.sum((np.asarray(params[k], np.float64) - self.centre[k]) ** 2)) for k in self.sampled)
+        centre = self.sampled_centre
+        sq = sum(float(np.sum((np.asarray(params[k], np.float64) - centre[k]) ** 2)) for k in self.sampled)
         return self.n_beta * self.loss(params) + 0.5 * self.gamma * sq
 
     def full_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Sampled parameters from ``params`` plus frozen ones from the centre."""
+        """Every parameter: the sampled ones from ``params`` (a masked one as its (k,) vector
+        of sampled entries), the frozen ones (and frozen entries) from the centre."""
         missing = [k for k in self.sampled if k not in params]
         if missing:
             raise ValueError(f"`params` lacks sampled parameters {missing}.")
-        full = {k: params[k] for k in self.sampled}
-        full.update({k: self.centre[k] for k in self.frozen})
-        return full
+        shapes = self.sampled_shapes
+        sampled = {}
+        for k in self.sampled:
+            v = np.asarray(params[k], dtype=np.float64)
+            if v.shape != shapes[k]:
+                raise ValueError(f"`params[{k!r}]` has shape {v.shape}; the sampled coordinates of {k!r} have shape "
+                                 f"{shapes[k]}" + (" (its masked entries)." if k in self.masks else "."))
+            sampled[k] = v
+        return assemble(sampled, {k: self.centre[k] for k in self.frozen}, self.masked, np)
 
     def with_(self, **changes: Any) -> "GibbsPosterior":
         """A copy with some fields changed (validated again), e.g. ``post.with_(weights=rho)``."""
         fields = dict(
             model=self.model, data=self.data, centre=self.centre, n_beta=self.n_beta, gamma=self.gamma,
-            weights=self.weights, normalize_weights=self.normalize_weights, sampled=self.sampled,
+            weights=self.weights, normalize_weights=self.normalize_weights, sampled=self.restriction,
         )
         if self.n_beta_source != "user" and "n_beta" not in changes:
             fields["n_beta"] = None
@@ -200,6 +239,7 @@ class GibbsPosterior:
             "gamma": self.gamma,
             "weights": "none" if self.weights is None else ("normalised" if self.normalize_weights else "raw"),
             "sampled": list(self.sampled),
+            "masked": {k: int(m.sum()) for k, m in self.masks.items()},
             "loss_at_centre": self.loss_at_centre,
             "dim": self.sampled_dim,
         }
@@ -271,23 +311,15 @@ def _checked_gamma(g: Any) -> float:
     return float(g)
 
 
-def _checked_sampled(model: Model, sampled_in: Any) -> tuple[str, ...]:
-    """The sampled parameters (weight restriction), in the model's order."""
+def _checked_sampled(model: Model, sampled_in: Any) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
+    """(the sampled parameter names in the model's order, {name: mask} of the partly sampled)."""
     if sampled_in is None:
-        return tuple(model.param_shapes)
+        return tuple(model.param_shapes), {}
     if isinstance(sampled_in, str):
-        raise TypeError("`sampled` must be a sequence of parameter names, e.g. ('a',), not a string.")
-    sampled = tuple(str(s) for s in sampled_in)
-    unknown = [s for s in sampled if s not in model.param_shapes]
-    if unknown:
-        raise ValueError(
-            f"`sampled` names unknown parameters {unknown}; the model has {list(model.param_shapes)}."
-        )
-    if not sampled:
-        raise ValueError("`sampled` is empty; name at least one parameter to sample.")
-    if len(set(sampled)) != len(sampled):
-        raise ValueError(f"`sampled` repeats a name: {list(sampled)}.")
-    return tuple(s for s in model.param_shapes if s in sampled)
+        raise TypeError("`sampled` must be a sequence of parameter names, e.g. ('a',), not a string "
+                        "(or a mask mapping {name: bool array}).")
+    whole, masks = resolve_component(model.param_shapes, sampled_in, "sampled")
+    return tuple(k for k in model.param_shapes if k in whole or k in masks), masks
 
 
 def _loss_at_centre(model: Model, centre, data, n: int) -> np.ndarray:
@@ -343,11 +375,10 @@ def localization_energy(sampled_params, centre, gamma, xp):
     return 0.5 * gamma * sq
 
 
-def tempered_loss_energy(loss_fn, sampled_params, frozen_params, batch, batch_weights, consts, n_beta, xp):
+def tempered_loss_energy(loss_fn, params, batch, batch_weights, consts, n_beta, xp):
     """nβ · (1/B) Σ_b c ρ_b l_b(u*, v): nβ L_n^ρ on the full data, an unbiased estimate on a
-    uniform minibatch (``batch_weights`` are the effective weights c ρ_b of its rows)."""
-    params = dict(frozen_params)
-    params.update(sampled_params)
+    uniform minibatch (``batch_weights`` are the effective weights c ρ_b of its rows).
+    ``params``: every parameter, the frozen ones at the centre (:func:`~.masks.assemble`)."""
     return n_beta * xp.mean(batch_weights * loss_fn(params, batch, consts, xp))
 
 

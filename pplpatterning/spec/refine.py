@@ -30,7 +30,9 @@ def refine(posterior: GibbsPosterior, *, component: Sequence[str] | str | None =
            data: Mapping | None = None, n_beta: float | None = None) -> GibbsPosterior:
     """The weight-restricted (``component``) and/or data-refined (``data``) posterior.
 
-    ``component``: parameter names to sample (the rest stay at the centre). ``data``: the
+    ``component``: what to sample (the rest stays at the centre): parameter names, or a mask
+    mapping ``{name: boolean array}`` for part of a parameter (a head's slice of W_Q, ...;
+    :mod:`pplpatterning.spec.masks`). ``data``: the
     data set q' that replaces the training data (data weights are dropped, since they
     belong to the old samples). The centre w* is kept, not re-derived from q'. nβ is kept
     (so refined and plain λ̂ share a temperature) unless ``n_beta`` is given.
@@ -41,15 +43,22 @@ def refine(posterior: GibbsPosterior, *, component: Sequence[str] | str | None =
         raise ValueError("Nothing to refine: give `component` (weights to sample) and/or `data` (the data set q').")
     changes: dict = {"n_beta": float(posterior.n_beta) if n_beta is None else n_beta}
     if component is not None:
-        changes["sampled"] = (component,) if isinstance(component, str) else tuple(component)
+        if isinstance(component, str):
+            changes["sampled"] = (component,)
+        elif isinstance(component, Mapping):
+            changes["sampled"] = dict(component)
+        else:
+            changes["sampled"] = tuple(component)
     if data is not None:
         changes.update(data=data, weights=None, normalize_weights=False)
     return posterior.with_(**changes)
 
 
-def components(posterior: GibbsPosterior, split: Mapping[str, Sequence[str] | str]) -> dict[str, GibbsPosterior]:
+def components(posterior: GibbsPosterior, split: Mapping[str, Sequence[str] | str | Mapping]
+               ) -> dict[str, GibbsPosterior]:
     """``{component name: weight-restricted posterior}`` for a model split into components,
-    e.g. ``components(post, {"layer1": "W1", "layer2": "W2"})``."""
+    e.g. ``components(post, {"layer1": "W1", "layer2": "W2"})``; a component may be a mask
+    mapping (``{"layer 0 head 1": {"layer0.attn.W_Q": mask, ...}}``)."""
     if not isinstance(split, Mapping) or not split:
         raise TypeError("`split` must be a non-empty mapping {component name: parameter name(s)}.")
     return {str(name): refine(posterior, component=names) for name, names in split.items()}

@@ -88,8 +88,7 @@ def _flat_draws(post: GibbsPosterior, trace: xr.DataTree, draw_idx: np.ndarray) 
 def _unflatten(post: GibbsPosterior, z: np.ndarray) -> dict[str, np.ndarray]:
     """The sampled parameters of one flat vector ``z`` (the inverse of :func:`_flat_draws`' layout)."""
     out, start = {}, 0
-    for k in post.sampled:
-        shape = post.model.param_shapes[k]
+    for k, shape in post.sampled_shapes.items():
         size = int(np.prod(shape))
         out[k] = z[start:start + size].reshape(shape)
         start += size

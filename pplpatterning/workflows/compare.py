@@ -29,9 +29,10 @@ COLUMNS = ["backend", "sampler", "llc", "mcse", "target", "lambda_exact", "z", "
 
 
 def finite_target(post: GibbsPosterior) -> float | None:
-    """The model's exact finite-nβ E[λ̂] for this posterior, or None if unknown."""
+    """The model's exact finite-nβ E[λ̂] for this posterior, or None if unknown. The zoo's
+    targets restrict whole parameters only, so a sub-parameter (masked) restriction has none."""
     fn = post.model.target_fn
-    if fn is None:
+    if fn is None or post.masks:
         return None
     value = fn(post)
     return None if value is None else float(value)
