@@ -36,14 +36,15 @@ def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, kee
     - ``data``: the training data in the run's precision (integer ids 8 bytes), once more on
       an accelerator than in host memory;
     - ``draws``: C × D × (PER_DRAW_STATS + #observables + #probe data sets) × 8 for the
-      recorded scalar series, plus C × D × 2 d × p for the draws' parameters only with
+      recorded scalar series, plus C × D × 2 d_sampled × p for the draws' parameters only with
       ``keep_params`` (NumPyro concatenates its segments; without it every kept draw is
       evaluated inside the sampling loop, pplpatterning.sampling.record);
     - ``probes``: the per-sample probe losses at their peak, MEMORY_COPIES × the stored
       (chain, draw, sample) losses, or MEMORY_COPIES × the streamed float64 batch sums
       (:func:`pplpatterning.trace.moments.moments_bytes`; independent of D).
 
-    C = num_chains, D = num_draws (kept), d = number of scalar parameters.
+    C = num_chains, D = num_draws (kept), d = number of scalar parameters (all of them for
+    the state, whose forward pass assembles every parameter; the sampled ones for the kept draws).
     """
     d = posterior.model.dim
     rows = settings.resolved_batch_size(posterior.n)
@@ -62,7 +63,7 @@ def estimate_memory(posterior: GibbsPosterior, settings: SamplerSettings, *, kee
     return {
         "state": settings.num_chains * (STATE_COPIES * d + rows) * p,
         "data": data,
-        "draws": settings.num_chains * (settings.num_draws * per_draw + kept_params * 2 * d * p),
+        "draws": settings.num_chains * (settings.num_draws * per_draw + kept_params * 2 * posterior.sampled_dim * p),
         "probes": MEMORY_COPIES * probes,
     }
 
