@@ -9,7 +9,11 @@ produces the same draws (tests/test_numpyro_driver.py). What it adds:
   (``MCMC.run`` re-traces its loop body on every call: 65–150 ms per call measured here);
 - a progress bar over segments, and an early stop that keeps the completed draws on
   Ctrl-C, on an error, or when every chain's parameters have become NaN;
-- the chains sharded over the local devices (:func:`chain_placement`, issue 11 item 3).
+- the chains sharded over the local devices (:func:`chain_placement`, issue 11 item 3);
+- the compiled programs kept across runs (:func:`cached_programs`, issue 12): a second run of
+  an update-rule sampler with the same settings, the same loss and the same array shapes
+  (another centre w*, other data or weights, another seed: all traced arguments) reuses the
+  programs of the first, traced and compiled once. :data:`PROGRAM_TRACES` counts the traces.
 
 Devices: nothing is pinned. The programs run on JAX's default backend (a GPU when one is
 present); only what leaves the loop (each segment's recorded series, the final
@@ -18,6 +22,8 @@ accumulator) is fetched with ``jax.device_get``.
 
 from __future__ import annotations
 
+import threading
+from collections import Counter, OrderedDict
 from functools import partial
 from operator import attrgetter
 from typing import Any, Callable, NamedTuple
@@ -31,8 +37,10 @@ from pplpatterning.sampling.evaluation import describe_exception
 
 from .precision import in_float64
 from .recording import scalar_series, to_numpy
+from .rule_kernel import RuleKernel
 
-__all__ = ["run_segmented", "segments", "Segments", "ChainPlacement", "chain_placement", "CHAIN_AXIS"]
+__all__ = ["run_segmented", "segments", "Segments", "ChainPlacement", "chain_placement", "CHAIN_AXIS",
+           "PROGRAM_TRACES", "cached_programs", "clear_program_cache"]
 
 #: The name of the mesh axis the chains are sharded over.
 CHAIN_AXIS = "chain"
@@ -131,10 +139,13 @@ def _programs(kernel, thin: int, fields: dict, recorder, stride: int, place: Cha
 
     @partial(jax.jit, static_argnums=2)
     def burn(state, args, n_steps):
+        PROGRAM_TRACES["burn"] += 1  # Python runs here only while JAX traces the program
         return jax.lax.fori_loop(0, n_steps, lambda _, s: step(s, args), state)
 
     @partial(jax.jit, static_argnums=5)
     def draw(state, acc, j0, args, rargs, n_draws):  # args traced, never baked in as constants
+        PROGRAM_TRACES["draw"] += 1
+
         def body(carry, _):
             s, acc, j = carry
             s = jax.lax.fori_loop(0, thin, lambda _, t: step(t, args), s)
@@ -160,6 +171,76 @@ def _programs(kernel, thin: int, fields: dict, recorder, stride: int, place: Cha
         return state, acc, (z, jax.tree.map(flat, stats), jax.tree.map(flat, series))
 
     return burn, draw
+
+
+#: How often the compiled sampling programs have been traced (each trace is one XLA
+#: compilation, or one fetch from JAX's persistent compilation cache): ``"burn"`` counts the
+#: burn-in loop, ``"draw"`` the segment scan (one per distinct segment length). A run whose
+#: programs come from :func:`cached_programs` adds nothing. Tests reset it with ``.clear()``.
+PROGRAM_TRACES: Counter = Counter()
+
+#: The most recent programs kept by :func:`cached_programs` (least recently used dropped first).
+PROGRAM_CACHE_SIZE = 8
+_PROGRAM_CACHE: OrderedDict = OrderedDict()
+_PROGRAM_LOCK = threading.Lock()  # runs in several threads (a Dask worker's) share the cache
+
+
+def _avals(tree) -> tuple:
+    """The pytree structure and every leaf's (shape, dtype): what a jitted program is specialised to."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x).__name__))) for x in leaves)
+
+
+def _record_key(recorder) -> tuple | None:
+    """What a :class:`~.recording.Recorder` bakes into the traced program, by value (the
+    observables' and losses' functions by identity)."""
+    if recorder is None:
+        return None
+    r = recorder.record
+    rows = None if r.loss_rows is None else (np.shape(r.loss_rows), np.asarray(r.loss_rows).tobytes())
+    return (recorder.loss_fn, recorder.token_loss_fn, recorder.num_chains, r.with_loss, r.observables, r.datasets,
+            r.per_sample, r.thinning, r.num_draws, r.num_batches, r.num_rows, r.token_reduction, rows)
+
+
+def program_key(kernel, thin: int, fields: dict, recorder, stride: int, place: ChainPlacement, arrays) -> tuple | None:
+    """The key under which :func:`cached_programs` keeps a run's programs, or None when they
+    must not be shared. Only :class:`~.rule_kernel.RuleKernel` programs are shared: everything
+    they bake in is in the key (the rule, a frozen dataclass compared by value: step size,
+    burn-in, options; the loss function by identity; the minibatch size; the recorder; the
+    thinning, stride and chain placement) and everything else is a traced argument, whose
+    shapes and dtypes (``arrays``: the initial state, accumulator and arguments) are in the key
+    too. NumPyro's NUTS/HMC build their step functions per run and keep tracing per run."""
+    if type(kernel) is not RuleKernel:
+        return None
+    key = (kernel.rule, kernel.loss_fn, kernel.batch_size, int(thin), tuple(fields.items()), _record_key(recorder),
+           int(stride), place.num_chains, place.mesh, _avals(arrays))
+    try:
+        hash(key)
+    except TypeError:  # an unhashable rule or observable: no sharing
+        return None
+    return key
+
+
+def cached_programs(kernel, thin: int, fields: dict, recorder, stride: int, place: ChainPlacement, arrays):
+    """The jitted (burn, draw) programs of a run: those of an earlier run with the same
+    :func:`program_key` (the last :data:`PROGRAM_CACHE_SIZE` kept), else new ones."""
+    key = program_key(kernel, thin, fields, recorder, stride, place, arrays)
+    if key is None:
+        return _programs(kernel, thin, fields, recorder, stride, place)
+    with _PROGRAM_LOCK:
+        programs = _PROGRAM_CACHE.get(key)
+        if programs is None:
+            programs = _PROGRAM_CACHE[key] = _programs(kernel, thin, fields, recorder, stride, place)
+            while len(_PROGRAM_CACHE) > PROGRAM_CACHE_SIZE:
+                _PROGRAM_CACHE.popitem(last=False)
+        _PROGRAM_CACHE.move_to_end(key)
+        return programs
+
+
+def clear_program_cache() -> None:
+    """Forget the programs kept by :func:`cached_programs` (the next run traces again)."""
+    with _PROGRAM_LOCK:
+        _PROGRAM_CACHE.clear()
 
 
 @in_float64
@@ -188,7 +269,7 @@ def run_segmented(kernel, args, init, settings, fields: dict, *, recorder=None, 
     args, rargs = place.replicate((args, rargs))
     acc = place.put(recorder.init_acc() if recorder is not None and recorder.per_sample else None)
     stride = int(keep_draws)
-    programs = _programs(kernel, settings.thinning, fields, recorder, stride, place)
+    programs = cached_programs(kernel, settings.thinning, fields, recorder, stride, place, (state, acc, args, rargs))
     chunks, acc, reason = _loop(programs, state, acc, args, rargs, settings, on_segment or (lambda s, a: None),
                                 max(stride, 1))
 
