@@ -40,6 +40,9 @@ import numpy as np
 
 __all__ = ["Model", "LossFn", "TokenReduced", "TOKEN_REDUCTIONS"]
 
+#: Rows per chunk of the NumPy reference evaluation of l_i(w) (``per_sample_loss_numpy``).
+REFERENCE_ROWS = 2048
+
 #: How a sequence's per-token losses become its per-sample loss.
 TOKEN_REDUCTIONS = ("mean", "sum")
 
@@ -169,9 +172,18 @@ class Model:
         return self.centre_fn(data, self.consts)
 
     def per_sample_loss_numpy(self, params: Mapping[str, Any], data: Mapping[str, Any]) -> np.ndarray:
-        """Evaluate l_i(w) for every sample with NumPy in float64 (reference implementation)."""
+        """Evaluate l_i(w) for every sample with NumPy in float64 (reference implementation),
+        :data:`REFERENCE_ROWS` rows at a time: the loss is per sample, so the chunks give the
+        same values, and the forward pass's activations (a transformer's attention patterns
+        are rows × heads × T² floats) never exist for all n rows at once."""
         p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
-        return np.asarray(self.loss(p, data, self.consts, np), dtype=np.float64)
+        arrays = {k: np.asarray(v) for k, v in data.items()}
+        n = len(next(iter(arrays.values()))) if arrays else 0
+        if n <= REFERENCE_ROWS:
+            return np.asarray(self.loss(p, arrays, self.consts, np), dtype=np.float64)
+        parts = [np.asarray(self.loss(p, {k: v[a:a + REFERENCE_ROWS] for k, v in arrays.items()}, self.consts, np),
+                      dtype=np.float64) for a in range(0, n, REFERENCE_ROWS)]
+        return np.concatenate(parts, axis=0)
 
     def __repr__(self) -> str:
         lam = "unknown" if self.lam is None else f"{self.lam:g}"
