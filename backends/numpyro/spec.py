@@ -12,6 +12,7 @@ changed (issue 9). Floating data are float64, integer data (token ids) int64 (co
 
 from __future__ import annotations
 
+import weakref
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -122,10 +123,35 @@ def full_batch_loss(loss_fn, sampled: dict[str, jax.Array], args: PosteriorArgs)
     return per_sample_loss_delta(loss_fn, full_params(sampled, args), args.data, args.weights, args.loss_at_centre, args.consts, jnp)
 
 
+#: the jitted value-and-gradient of the last few posteriors: id -> (weak reference, function)
+_VALUE_AND_GRAD: dict[int, tuple[weakref.ref, Any]] = {}
+_VALUE_AND_GRAD_KEEP = 4
+
+
+def _value_and_grad_fn(post: GibbsPosterior):
+    """jit(value_and_grad(U)) of ``post``, built once per posterior: callers that evaluate
+    many points (the MALA-acceptance check: 2 × 512 points) then pay one compilation, not
+    one eager trace of the model per point (~30 ms each)."""
+    hit = _VALUE_AND_GRAD.get(id(post))
+    if hit is not None and hit[0]() is post:
+        return hit[1]
+    model = model_for(post)
+    args = posterior_args(post)
+
+    @jax.jit
+    def value_and_grad(z, args):
+        return jax.value_and_grad(lambda v: potential_energy(model, (args,), {}, v))(z)
+
+    fn = partial(value_and_grad, args=args)
+    while len(_VALUE_AND_GRAD) >= _VALUE_AND_GRAD_KEEP:
+        _VALUE_AND_GRAD.pop(next(iter(_VALUE_AND_GRAD)))
+    _VALUE_AND_GRAD[id(post)] = (weakref.ref(post), fn)
+    return fn
+
+
 @in_float64
 def potential_and_grad(post: GibbsPosterior, params):
     """U(v) and ∇U(v) from the compiled NumPyro model, as float64 NumPy values."""
-    U = potential_fn(post)
     z = {k: jnp.asarray(params[k], dtype=jnp.float64) for k in post.sampled}
-    value, grad = jax.value_and_grad(U)(z)
+    value, grad = _value_and_grad_fn(post)(z)
     return float(value), {k: np.asarray(v) for k, v in grad.items()}
