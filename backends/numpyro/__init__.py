@@ -4,7 +4,8 @@
 
 Precision: every entry point (``sample_chains``, ``evaluate_at_centre``,
 ``potential_and_grad``, ``potential_fn`` and the function it returns, ``posterior_args``,
-``model_from_jax``'s loss on NumPy inputs) runs inside ``jax.enable_x64(True)``: float64
+``model_from_jax``'s loss on NumPy inputs, and those of ``model_from_flax`` /
+``model_from_equinox``, built on it) runs inside ``jax.enable_x64(True)``: float64
 for that call only (LLC differences are small numbers; docs/math.md §2), recorded as the
 trace's ``dtype`` attribute. Importing or calling the backend never changes the process's
 JAX configuration (``jax_enable_x64``, the compilation cache; issue 9).
@@ -20,7 +21,8 @@ from __future__ import annotations
 from .precision import in_float64
 from .run import BACKEND, evaluate_at_centre, make_kernel, sample_chains
 from .spec import posterior_args, potential_and_grad, potential_fn
+from .modules import model_from_equinox, model_from_flax
 from .user import model_from_jax
 
-__all__ = ["BACKEND", "model_from_jax", "sample_chains", "make_kernel", "evaluate_at_centre", "posterior_args",
+__all__ = ["BACKEND", "model_from_jax", "model_from_flax", "model_from_equinox", "sample_chains", "make_kernel", "evaluate_at_centre", "posterior_args",
            "potential_fn", "potential_and_grad", "in_float64"]

@@ -8,7 +8,8 @@
 dicts, lists, tuples, e.g. flax or equinox parameters) and a batch dict; no array-API
 rewrite is needed. The pytree's leaves become named parameters (``layers.0.w``), so the
 Trace, restrictions (``sampled=("layers.1.w",)``) and observables see them by name. Such a
-model runs on the NumPyro backend only.
+model runs on the NumPyro backend only. Flax NNX and Equinox modules come in through
+:mod:`.modules` (``model_from_flax``, ``model_from_equinox``), built on :func:`pytree_model`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from pplpatterning.spec.model import Model
 
 from .precision import in_float64
 
-__all__ = ["model_from_jax"]
+__all__ = ["model_from_jax", "pytree_model"]
 
 
-def _leaf_name(path) -> str:
+def _leaf_name(path, drop_last: str | None = None) -> str:
+    """``layers.0.w`` from a pytree key path (dict keys, sequence indices, attribute names
+    joined by dots); a last key equal to ``drop_last`` is left out (Flax NNX's ``value``)."""
     parts = []
     for key in path:
         for attr in ("key", "idx", "name"):
@@ -35,6 +38,8 @@ def _leaf_name(path) -> str:
                 break
         else:
             parts.append(str(key))
+    if drop_last is not None and len(parts) > 1 and parts[-1] == drop_last:
+        parts.pop()
     return ".".join(parts) or "params"
 
 
@@ -44,6 +49,9 @@ class _JaxLoss:
 
     def __init__(self, fn, treedef, names):
         self.fn, self.treedef, self.names = fn, treedef, tuple(names)
+        # one compiled program for eager calls (the check at w*, the NumPy reference values)
+        # instead of one dispatch per primitive; inside the backend's traced programs it inlines
+        self._jitted = jax.jit(self._call)
 
     def __call__(self, params, batch, consts, xp):
         if "torch" in getattr(xp, "__name__", ""):
@@ -51,8 +59,8 @@ class _JaxLoss:
                             "use backend='numpyro'.")
         if xp is np:  # the core's NumPy reference values: run the JAX function in float64 too
             with jax.enable_x64(True):
-                return np.asarray(self._call(params, batch), dtype=np.float64)
-        return self._call(params, batch)
+                return np.asarray(self._jitted(dict(params), dict(batch)), dtype=np.float64)
+        return self._jitted(dict(params), dict(batch))
 
     def _call(self, params, batch):
         tree = jax.tree_util.tree_unflatten(self.treedef, [params[n] for n in self.names])
@@ -62,33 +70,57 @@ class _JaxLoss:
 @in_float64
 def model_from_jax(per_sample_loss: Callable[[Any, Mapping[str, Any]], Any], params: Any, *,
                    name: str = "jax_model", data_generator=None, lam: float | None = None,
-                   multiplicity: int | None = None) -> Model:
+                   multiplicity: int | None = None, example_data: Mapping[str, Any] | None = None,
+                   description: str = "user JAX model") -> Model:
     """A :class:`~pplpatterning.Model` from a JAX per-sample loss and a parameter pytree.
 
     ``params`` gives the shapes and the default centre w*. The loss is checked on a tiny
-    probe only when a posterior is built (GibbsPosterior checks one loss per sample). On
-    NumPy inputs (the core's reference values) the function runs under
-    ``jax.enable_x64(True)``, so those values are float64 whatever the global setting.
+    probe only when a posterior is built (GibbsPosterior checks one loss per sample), or
+    right away on the first rows of ``example_data`` when it is given. On NumPy inputs
+    (the core's reference values) the function runs under ``jax.enable_x64(True)``, so
+    those values are float64 whatever the global setting.
     """
-    if not callable(per_sample_loss):
-        raise TypeError(f"`per_sample_loss` must be callable, got {type(per_sample_loss).__name__}.")
+    return pytree_model(per_sample_loss, params, name=name, data_generator=data_generator, lam=lam,
+                        multiplicity=multiplicity, example_data=example_data, description=description)
+
+
+def pytree_model(fn: Callable[[Any, Mapping[str, Any]], Any], params: Any, *, name: str, what: str = "params",
+                 drop_last: str | None = None, example_data: Mapping[str, Any] | None = None,
+                 description: str = "", **model_kwargs) -> Model:
+    """The one construction behind :func:`model_from_jax` and the module adapters
+    (:mod:`.modules`): the pytree ``params``'s floating leaves become named parameters
+    (:func:`_leaf_name`, ``what`` names the argument in errors), ``fn(tree, batch)`` the
+    per-sample loss. Call inside ``jax.enable_x64(True)``."""
+    if not callable(fn):
+        raise TypeError(f"`per_sample_loss` must be callable, got {type(fn).__name__}.")
     leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
     if not leaves_with_path:
-        raise ValueError("`params` has no array leaves; pass the pytree of the network's parameters.")
+        raise ValueError(f"`{what}` has no array leaves; pass the pytree of the network's parameters.")
     names, centre = [], {}
     for path, leaf in leaves_with_path:
+        nm = _leaf_name(path, drop_last)
         arr = np.asarray(leaf)
         if arr.dtype.kind != "f":
-            raise TypeError(f"`params` leaf {_leaf_name(path)!r} has dtype {arr.dtype}; parameters must be floats.")
-        nm = _leaf_name(path)
+            raise TypeError(f"`{what}` leaf {nm!r} has dtype {arr.dtype}; parameters must be floats.")
         if nm in centre:
-            raise ValueError(f"two `params` leaves map to the same name {nm!r}; use distinct keys.")
+            raise ValueError(f"two `{what}` leaves map to the same name {nm!r}; use distinct keys.")
         names.append(nm)
         centre[nm] = arr.astype(np.float64)
-    return Model(
-        name=name, loss=_JaxLoss(per_sample_loss, treedef, names),
-        param_shapes={n: centre[n].shape for n in names}, centre=centre,
-        data_generator=data_generator, lam=lam, multiplicity=multiplicity,
-        description="user JAX model",
-    )
+    loss = _JaxLoss(fn, treedef, names)
+    if example_data is not None:
+        _check_example(loss, centre, example_data, name)
+    return Model(name=name, loss=loss, param_shapes={n: centre[n].shape for n in names}, centre=centre,
+                 description=description, **model_kwargs)
 
+
+def _check_example(loss: "_JaxLoss", centre, example_data, name: str) -> None:
+    if not isinstance(example_data, Mapping) or not example_data:
+        raise TypeError("`example_data` must be a non-empty mapping {name: array (n, ...)}.")
+    rows = {k: np.asarray(v)[:8] for k, v in example_data.items()}
+    n = len(next(iter(rows.values())))
+    shape = np.shape(loss(centre, rows, {}, np))
+    if shape != (n,):
+        hint = (" It returned a single number: do not average over the batch (e.g. drop a final `.mean()`)."
+                if shape == () else " Sum or average over the non-sample axes so that there is one loss per row.")
+        raise ValueError(f"Model {name!r}: `per_sample_loss` must return one loss per sample, shape ({n},) for "
+                         f"{n} rows of example_data; got shape {shape}.{hint}")

@@ -9,17 +9,20 @@
 
 Everything runs in float64 (``torch.float64`` tensors; integer data stay ``torch.int64``;
 torch's global default dtype is not touched). Model losses and observables receive ``xp = array_api_compat.torch``.
-Users' own ``torch.nn.Module`` networks come in through :func:`model_from_module`.
+Users' own ``torch.nn.Module`` networks come in through :func:`model_from_module`, Hugging Face
+causal LMs through :func:`model_from_hf` (components: :func:`hf_components`).
 """
 
 from __future__ import annotations
 
 from .run import BACKEND, evaluate_at_centre, sample_chains
 from .spec import ChainEnergy, TorchPosterior, gibbs_model, model_potential_fn, potential_and_grad, torch_posterior
+from .hf import hf_components, model_from_hf
 from .user import model_from_module
 
 __all__ = [
     "BACKEND", "sample_chains", "potential_and_grad", "evaluate_at_centre", "model_from_module",
+    "model_from_hf", "hf_components",
     "torch_posterior", "TorchPosterior", "gibbs_model", "model_potential_fn", "ChainEnergy",
 ]
 

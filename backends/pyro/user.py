@@ -36,6 +36,9 @@ this model only runs on the Pyro backend.
 Data note: integer data (token ids) reach the network as ``torch.int64`` and floating data
 as ``torch.float64``, on the torch and the numpy path alike; ``input_dtype`` casts the input
 to another dtype before the forward pass if the network needs one.
+
+Hugging Face causal LMs (:mod:`.hf`, ``model_from_hf``) reuse this machinery: the same
+private copy (:func:`private_copy`) and a :class:`ModuleLoss` subclass with a per-token loss.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from pplpatterning.spec.model import Model
 
 from .spec import DTYPE, as_data_tensor, as_tensor
 
-__all__ = ["ModuleLoss", "model_from_module"]
+__all__ = ["ModuleLoss", "model_from_module", "private_copy", "check_example"]
 
 _ALLOWED_DTYPES = (torch.float32, torch.float64)
 
@@ -69,7 +72,9 @@ class ModuleLoss:
     """Per-sample loss l_i(w) of a ``torch.nn.Module``: ``loss(params, batch, consts, xp)``.
 
     Equality and hash are identity-based (see the module docstring). ``module`` is the
-    adapter's private float64 eval-mode copy.
+    adapter's private float64 eval-mode copy. Subclasses change how the network is called
+    (:meth:`_outputs`), what shape one batch's losses have (:meth:`_expected_shape`) and
+    what is checked on the NumPy path (:meth:`_check_batch`); see :mod:`.hf`.
     """
 
     def __init__(self, module: torch.nn.Module, per_sample_loss: Callable, input_key: str,
@@ -87,29 +92,45 @@ class ModuleLoss:
         return id(self)
 
     def __repr__(self) -> str:
-        return f"ModuleLoss({self.name!r}, input_key={self.input_key!r})"
+        return f"{type(self).__name__}({self.name!r}, input_key={self.input_key!r})"
 
-    def _torch_loss(self, params: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def _input(self, batch: Mapping[str, Any]) -> Any:
         if self.input_key not in batch:
             raise KeyError(
                 f"Model {self.name!r}: the data have no entry {self.input_key!r} to feed the network "
-                f"(they have {sorted(batch)}); pass input_key=... to model_from_module."
+                f"(they have {sorted(batch)}); pass input_key=... to the adapter."
             )
-        x = batch[self.input_key]
+        return batch[self.input_key]
+
+    def _outputs(self, params: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> Any:
+        """The network's outputs at ``params``: ``functional_call(module, params, (x,))``."""
+        x = self._input(batch)
         if self.input_dtype is not None:
             x = x.to(self.input_dtype)
-        out = torch.func.functional_call(self.module, dict(params), (x,))
+        return torch.func.functional_call(self.module, dict(params), (x,))
+
+    def _expected_shape(self, batch: Mapping[str, torch.Tensor]) -> tuple[int, ...]:
+        return (self._input(batch).shape[0],)
+
+    def _shape_hint(self, shape: tuple[int, ...]) -> str:
+        if len(shape) == 0:
+            return (" It returned a single number: use reduction='none' (e.g. nn.MSELoss(reduction='none')) "
+                    "so that there is one loss per sample.")
+        return (" Sum or average over the non-sample dimensions, e.g. `.sum(-1)`, so that there is one "
+                "loss per sample.")
+
+    def _check_batch(self, batch: Mapping[str, np.ndarray]) -> None:
+        """Checks of the data on the NumPy path (GibbsPosterior's l_i(w*), example_data)."""
+
+    def _torch_loss(self, params: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        out = self._outputs(params, batch)
         losses = self.per_sample_loss(out, batch)
-        rows = x.shape[0]
+        expected = self._expected_shape(batch)
         shape = tuple(getattr(losses, "shape", ()))
-        if shape != (rows,):
-            hint = (" It returned a single number: use reduction='none' (e.g. nn.MSELoss(reduction='none')) "
-                    "so that there is one loss per sample." if len(shape) == 0 else
-                    " Sum or average over the non-sample dimensions, e.g. `.sum(-1)`, so that there is one "
-                    "loss per sample.")
+        if shape != expected:
             raise ValueError(
-                f"Model {self.name!r}: `per_sample_loss` must return one loss per sample, shape ({rows},) "
-                f"for a batch of {rows} rows; got shape {shape}.{hint}"
+                f"Model {self.name!r}: `per_sample_loss` must return one loss per sample, shape {expected} "
+                f"for a batch of {expected[0]} rows; got shape {shape}.{self._shape_hint(shape)}"
             )
         return losses
 
@@ -118,6 +139,7 @@ class ModuleLoss:
         if kind == "torch":
             return self._torch_loss(params, batch)
         if kind == "numpy":  # the core's float64 reference path: through torch and back
+            self._check_batch(batch)
             with torch.no_grad():
                 out = self._torch_loss({k: as_tensor(v) for k, v in params.items()},
                                        {k: as_data_tensor(v) for k, v in batch.items()})
@@ -190,21 +212,9 @@ def model_from_module(
     if not isinstance(input_key, str):
         raise TypeError(f"`input_key` must be a string, got {type(input_key).__name__}.")
     name = str(name) if name is not None else type(module).__name__
-    _check_tensors(module, name)
-
-    net = copy.deepcopy(module).to(DTYPE).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    centre = {pname: p.detach().to(DTYPE).numpy().copy() for pname, p in net.named_parameters()}
-    shapes = {pname: tuple(p.shape) for pname, p in net.named_parameters()}
+    net, centre, shapes = private_copy(module, name)
     loss = ModuleLoss(net, per_sample_loss, input_key, input_dtype, name)
-
-    if example_data is not None:
-        if not isinstance(example_data, Mapping) or not example_data:
-            raise TypeError("`example_data` must be a non-empty mapping {name: array (n, ...)}.")
-        rows = {k: np.asarray(v)[:8] for k, v in example_data.items()}
-        loss(centre, rows, {}, np)  # raises with a clear message if not per-sample
-
+    check_example(loss, centre, example_data)
     return Model(
         name=name,
         loss=loss,
@@ -213,3 +223,33 @@ def model_from_module(
         description=description or f"torch.nn.Module {name} with {sum(p.numel() for p in net.parameters())} "
                                    "parameters (pyro backend only)",
     )
+
+
+def private_copy(module: torch.nn.Module, name: str
+                 ) -> tuple[torch.nn.Module, dict[str, np.ndarray], dict[str, tuple[int, ...]]]:
+    """(a float64 eval-mode deep copy of ``module`` with gradients off, its centre, its shapes).
+
+    The checks of :func:`model_from_module` (float32/float64 parameters on the CPU) come
+    first. Parameters shared between submodules (tied weights) stay shared in the copy
+    (``deepcopy`` keeps the identity, ``.to`` converts in place) and are listed once, under
+    the first name ``named_parameters()`` gives them; ``functional_call`` then moves every
+    use of a shared parameter together (its ``tie_weights=True`` default).
+    """
+    _check_tensors(module, name)
+    net = copy.deepcopy(module).to(DTYPE).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    centre = {pname: p.detach().to(DTYPE).numpy().copy() for pname, p in net.named_parameters()}
+    shapes = {pname: tuple(p.shape) for pname, p in net.named_parameters()}
+    return net, centre, shapes
+
+
+def check_example(loss: ModuleLoss, centre: Mapping[str, np.ndarray], example_data: Mapping[str, Any] | None) -> None:
+    """Evaluate ``loss`` at the centre on the first 8 rows of ``example_data`` (if given):
+    a loss that is not one value per sample raises its clear error now."""
+    if example_data is None:
+        return
+    if not isinstance(example_data, Mapping) or not example_data:
+        raise TypeError("`example_data` must be a non-empty mapping {name: array (n, ...)}.")
+    rows = {k: np.asarray(v)[:8] for k, v in example_data.items()}
+    loss(centre, rows, {}, np)  # raises with a clear message if not per-sample
