@@ -34,6 +34,7 @@ _LAZY: dict[str, str] = {
     "Verification": "patterning.verify", "verify": "patterning.verify",
     "compare": "workflows.compare",
     "llc_trajectory": "workflows.trajectory", "detect_stages": "workflows.stages",
+    "refined_llcs": "workflows.refined",
 }
 # public submodules reachable as attributes (``pp.observables.param(...)``)
 _MODULES: dict[str, str] = {"observables": "spec.observables"}
@@ -44,7 +45,7 @@ __all__ = [
     "save_trace", "load_trace", "compare",
     "Probes", "susceptibility", "attribution", "component_susceptibility", "response_matrix",
     "principal_directions", "refine", "components", "pattern", "PatternPlan", "verify", "Verification",
-    "llc_trajectory", "detect_stages",
+    "llc_trajectory", "detect_stages", "refined_llcs",
 ]
 
 

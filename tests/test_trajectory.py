@@ -317,3 +317,56 @@ def test_plot_rllc_trajectory_one_line_per_component():
         plot_rllc_trajectory(ds, components=["c"])
     with pytest.raises(ValueError, match="component"):
         plot_rllc_trajectory(ds.sel(component=WHOLE))
+
+
+def test_tiny_transformer_trajectory_with_heads_compiles_once_per_restriction(tmp_path):
+    """The built-in transformer over 3 checkpoints with its two heads as mask components:
+    one program for the whole network and one shared by both heads (same mask size), the
+    numbers of separate sample() + llc() calls, and a rerun from the store samples nothing
+    (no new trace, same numbers)."""
+    from pplpatterning.models.transformer import InductionTask, TransformerConfig, init_params, transformer_components
+    from pplpatterning.models.transformer import transformer_model
+
+    config = TransformerConfig(vocab=5, context=6, d_model=8, n_heads=2, d_head=4, n_layers=1)
+    task = InductionTask(vocab=5, seq_len=7, span=(2, 2))
+    model = transformer_model(config, task=task)
+    post = pp.GibbsPosterior(model, {"tokens": task.sample(64, 0).tokens}, gamma=100.0, n_beta=20.0)
+    ckpts = [Checkpoint(s, init_params(config, seed=s)) for s in (0, 5, 50)]
+    heads = transformer_components(config, mlps=False, embed=False, unembed=False)
+    assert list(heads) == ["layer 0 head 0", "layer 0 head 1"]
+    kw = dict(sampler="sgld", step_size=1e-4, batch_size=16, num_chains=2, num_draws=20, num_burnin=0)
+    driver.clear_program_cache()
+    driver.PROGRAM_TRACES.clear()
+    ds = llc_trajectory(ckpts, post, components=heads, store=tmp_path / "store", progress_bar=False, **kw)
+    assert dict(driver.PROGRAM_TRACES) == {"draw": 2}
+    assert ds["llc"].shape == (3, 3) and np.all(np.isfinite(ds["llc"].values))
+    c = ckpts[1]
+    refined = pp.refine(post.with_(centre=c.params), component=heads["layer 0 head 1"])
+    est = pp.llc(pp.sample(refined, seed=job_seed(0, c.step, "layer 0 head 1"), progress_bar=False,
+                           keep_params=False, **kw))
+    assert float(ds["llc"].sel(checkpoint=5, component="layer 0 head 1")) == est.llc
+    again = llc_trajectory(ckpts, post, components=heads, store=tmp_path / "store", progress_bar=False, **kw)
+    assert dict(driver.PROGRAM_TRACES) == {"draw": 2}  # the separate call reused the heads program too
+    same_results(again, ds)
+
+
+def test_refined_llcs_every_component_on_every_data_set_in_one_call(post):
+    """pp.refined_llcs: a (component, data) grid whose every cell is the λ̂ of a separate
+    sample() + llc() of the weight- and data-refined posterior, the training data first."""
+    q = post.model.generate(200, seed=5)
+    comps = {"u": "u", "v[0]": MASK}
+    ds = pp.refined_llcs(post, comps, data={"other": q}, progress_bar=False, **KW)
+    assert ds["llc"].dims == ("component", "data")
+    assert list(ds["component"].values) == [WHOLE, "u", "v[0]"]
+    assert list(ds["data"].values) == ["training", "other"]
+    for name, data in (("v[0]", q), ("u", None)):
+        p = pp.refine(post, component=comps[name], data=data)
+        est = pp.llc(pp.sample(p, seed=job_seed(0, 0, name), progress_bar=False, keep_params=False, **KW))
+        assert float(ds["llc"].sel(component=name, data="other" if data is not None else "training")) == est.llc
+    assert float(ds["loss_at_centre"].sel(data="other")) == pp.refine(post, data=q).loss_at_centre
+    with pytest.raises(ValueError, match="'training'"):
+        pp.refined_llcs(post, comps, data={"training": q}, **KW)
+    with pytest.raises(ValueError, match="lacks the data key"):
+        pp.refined_llcs(post, comps, data={"other": {"y": q["y"]}}, **KW)
+    with pytest.raises(TypeError, match="non-empty mapping"):
+        pp.refined_llcs(post, {}, **KW)
