@@ -370,3 +370,23 @@ def test_refined_llcs_every_component_on_every_data_set_in_one_call(post):
         pp.refined_llcs(post, comps, data={"other": {"y": q["y"]}}, **KW)
     with pytest.raises(TypeError, match="non-empty mapping"):
         pp.refined_llcs(post, {}, **KW)
+
+
+def test_probes_give_chi_per_checkpoint_equal_to_separate_runs(post, checkpoints):
+    """probes= adds χ(φ; q') and its se per job (dims checkpoint, probe, observable), the
+    numbers of a separate sample(..., probes=) + susceptibility() with the job's seed."""
+    probes = pp.Probes(datasets={"q": post.model.generate(100, seed=7)})
+    ds = llc_trajectory(checkpoints[:2], post, probes=probes, progress_bar=False, **KW)
+    assert ds["chi"].dims == ("checkpoint", "probe", "observable")
+    c = checkpoints[1]
+    trace = pp.sample(post.with_(centre=c.params), seed=job_seed(0, c.step), progress_bar=False, keep_params=False,
+                      probes=probes, **KW)
+    chi = pp.susceptibility(trace)
+    for var, ref in (("chi", "chi"), ("chi_se", "se")):
+        assert float(ds[var].sel(checkpoint=c.step, probe="q", observable="u0")) == \
+            float(chi[ref].sel(probe="q", observable="u0"))
+    kw = {k: v for k, v in KW.items() if k != "observables"}
+    with pytest.raises(ValueError, match="needs `observables=`"):
+        llc_trajectory(checkpoints, post, probes=probes, **kw)
+    with pytest.raises(TypeError, match="must be a pplpatterning.Probes"):
+        llc_trajectory(checkpoints, post, probes={"q": 1}, **KW)

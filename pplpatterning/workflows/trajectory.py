@@ -71,7 +71,6 @@ _RESERVED = {
     "progress_bar": "pass `progress_bar=` to llc_trajectory: one bar over all jobs, the runs' own bars off",
     "observables": "pass `observables=` to llc_trajectory",
     "keep_params": "the jobs keep no draws' parameters (keep_params=False)",
-    "probes": "a trajectory records λ̂ only; run sample(..., probes=...) on the checkpoints you need",
 }
 
 #: sample()'s keyword arguments and their defaults (what a job passes on unless given)
@@ -146,6 +145,7 @@ class _Template:
     observables: Any
     backend: str
     sample_kwargs: dict
+    probes: Any = None
 
 
 class SharedPayload:
@@ -205,7 +205,7 @@ def run_job(shared: Any, job: TrajectoryJob) -> xr.Dataset:
         post = refine(post, component=job.restriction, data=template.data)
     obs = template.observables(post) if callable(template.observables) else template.observables
     trace = sample(post, backend=template.backend, seed=job.seed, progress_bar=False, keep_params=False,
-                   observables=obs, **template.sample_kwargs)
+                   observables=obs, probes=template.probes, **template.sample_kwargs)
     reason = str(trace.attrs.get("incomplete_reason", ""))
     if reason.startswith("interrupted"):
         raise KeyboardInterrupt(f"llc_trajectory: the run of checkpoint step {job.step}, component "
@@ -224,6 +224,12 @@ def run_job(shared: Any, job: TrajectoryJob) -> xr.Dataset:
         stats = series_mcse(series.isel(draw=slice(0, est.num_draws_used)))
         data["observable_mean"] = stats["mean"].reset_coords(drop=True)
         data["observable_mcse"] = stats["mcse"].reset_coords(drop=True)
+    if template.probes is not None:
+        from pplpatterning.estimators.susceptibility import susceptibility
+
+        chi = susceptibility(trace).transpose("probe", "observable")
+        data["chi"] = chi["chi"].astype(np.float64).reset_coords(drop=True)
+        data["chi_se"] = chi["se"].astype(np.float64).reset_coords(drop=True)
     data["seconds"] = xr.DataArray(time.perf_counter() - t0)
     return xr.Dataset(data, attrs={"job": json.dumps(job.identity, sort_keys=True)})
 
@@ -459,13 +465,14 @@ def llc_trajectory(
     components: Mapping[str, Any] | None = None,
     data: Mapping[str, Any] | None = None,
     observables: Mapping[str, Callable[..., Any]] | Callable[[GibbsPosterior], Mapping] | None = None,
+    probes: Any = None,
     store: str | os.PathLike | None = None,
     client: Any = None,
     progress_bar: bool = True,
     seed: int = 0,
     **sample_kwargs: Any,
 ) -> xr.Dataset:
-    """λ̂ at every checkpoint of a training run (and the refined λ̂ of each component).
+    """λ̂ at every checkpoint of a training run (and the refined λ̂ of each component, and χ).
 
     For checkpoint t with parameters w*_t, the posterior is ``posterior.with_(centre=w*_t)``
     (same model, data, nβ, γ, weights) and λ̂_t = nβ (E[L_n^ρ(w)] - L_n^ρ(w*_t)) with its
@@ -492,6 +499,11 @@ def llc_trajectory(
         and MCSEs are returned), or a function ``f(posterior) -> {name: φ}`` called with each
         job's posterior (for observables that depend on the centre, such as
         ``observables.component_loss(post, C)``; those give each job its own compiled program).
+    probes
+        A :class:`~pplpatterning.Probes` (probe data sets q'); with ``observables``, every job
+        also returns the susceptibilities χ(φ; q') = -Cov(φ, L_q' - L_q^ρ) of its run
+        (:func:`pplpatterning.susceptibility`, docs/math.md §3) as ``chi`` and ``chi_se``
+        (dims ``probe``, ``observable``).
     store
         A directory: each finished job's result is written there at once (atomically: a
         temporary file renamed), and a rerun with the same arguments skips the jobs found
@@ -514,8 +526,8 @@ def llc_trajectory(
         Everything else of :func:`pplpatterning.sample` (``backend``, ``sampler``,
         ``num_chains``, ``num_draws``, ``num_burnin``, ``step_size``, ``batch_size``, sampler
         options, ``dtype``, ``device``, ...), the same for every job, validated before the
-        first job runs. ``seed``, ``progress_bar``, ``observables``, ``keep_params`` and
-        ``probes`` are not accepted here.
+        first job runs. ``seed``, ``progress_bar`` and ``keep_params`` are not accepted
+        (each job's seed is derived, one bar is shown, no draws are kept).
 
     Returns
     -------
@@ -527,7 +539,8 @@ def llc_trajectory(
         ``loss_at_centre`` (the training loss L_n^ρ(w*_t), over ``checkpoint``),
         ``seconds`` (wall time of each job), ``seed``, ``incomplete`` (1 when a run stopped
         early and kept only its completed draws), ``num_draws_used``, and with observables
-        ``observable_mean``, ``observable_mcse`` (dim ``observable``). Attrs: the settings
+        ``observable_mean``, ``observable_mcse`` (dim ``observable``), with probes ``chi`` and
+        ``chi_se`` (dims ``probe``, ``observable``). Attrs: the settings
         (``settings``, a JSON string, and the main ones as numbers/strings).
 
     Compilation: on the NumPyro backend the update-rule samplers (SGLD, MALA, ...) trace
@@ -564,6 +577,14 @@ def llc_trajectory(
     if data is not None:
         first = refine(first, data=data)
     backend, kwargs, settings = _checked_sample_kwargs(sample_kwargs, posterior, None if data is None else first.n)
+    if probes is not None:
+        from pplpatterning.spec.probes import Probes
+
+        if not isinstance(probes, Probes):
+            raise TypeError(f"`probes` must be a pplpatterning.Probes, got {type(probes).__name__}.")
+        if observables is None:
+            raise ValueError("`probes=` needs `observables=`: χ(φ; q') is a covariance of each observable φ "
+                             "with the probe loss, e.g. observables={'loss': observables.full_loss(post)}.")
     num_obs = 0
     if observables is not None:
         obs = observables(first) if callable(observables) else observables
@@ -573,9 +594,10 @@ def llc_trajectory(
     if client is None:
         get_backend(backend)  # its packages are importable here (a worker's are checked by its first job)
     template = _Template(posterior, data, dict(observables) if isinstance(observables, Mapping) else observables,
-                         backend, kwargs)
+                         backend, kwargs, probes)
 
     run = _run_settings(posterior, data, observables, backend, settings, int(seed))
+    run["probes"] = None if probes is None else _digest({f.name: getattr(probes, f.name) for f in fields(probes)})
     jobs = [TrajectoryJob(i, c.step, name, dict(c.params), r, job_seed(int(seed), c.step, name),
                           {"step": c.step, "component": name, "seed": job_seed(int(seed), c.step, name),
                            "params": _digest(dict(c.params)), "restriction": _digest(r)})
@@ -625,6 +647,7 @@ def _assemble(ckpts: list[Checkpoint], names: list[str], results: dict, run: dic
     first = results[(0, names[0])]
     scalar = ["llc", "llc_mcse", "rhat", "ess", "ess_tail", "seconds", "seed", "incomplete", "num_draws_used"]
     observables = list(first["observable"].values) if "observable" in first.dims else []
+    probe_names = list(first["probe"].values) if "probe" in first.dims else []
 
     def grid(var: str) -> np.ndarray:
         return np.stack([np.stack([np.asarray(results[(i, n)][var].values) for n in names])
@@ -636,16 +659,21 @@ def _assemble(ckpts: list[Checkpoint], names: list[str], results: dict, run: dic
         coords["component"] = ("component", np.array(names, dtype=object))
     if observables:
         coords["observable"] = ("observable", np.array(observables, dtype=object))
+    if probe_names:
+        coords["probe"] = ("probe", np.array(probe_names, dtype=object))
     long = {"llc": "λ̂ = nβ (E[L_n^ρ(w)] - L_n^ρ(w*))", "llc_mcse": "Monte Carlo standard error of λ̂",
             "rhat": "rank-normalised split R-hat of the per-draw loss", "ess": "bulk ESS of the per-draw loss",
             "ess_tail": "tail ESS of the per-draw loss", "seconds": "wall time of the job",
             "seed": "the job's seed (job_seed)", "incomplete": "1 when the run stopped early",
             "num_draws_used": "draws per chain in λ̂", "observable_mean": "posterior mean of the observable",
-            "observable_mcse": "MCSE of the observable's posterior mean"}
+            "observable_mcse": "MCSE of the observable's posterior mean",
+            "chi": "χ(φ; q') = -Cov(φ, L_q' - L_q^ρ)", "chi_se": "standard error of χ"}
     data = {}
-    for var in scalar + (["observable_mean", "observable_mcse"] if observables else []):
+    for var in scalar + (["observable_mean", "observable_mcse"] if observables else []) + \
+            (["chi", "chi_se"] if probe_names else []):
         values = grid(var)
-        vdims = dims + (("observable",) if var.startswith("observable") else ())
+        vdims = dims + (("observable",) if var.startswith("observable") else
+                        ("probe", "observable") if var.startswith("chi") else ())
         if not by_component:
             values, vdims = values[:, 0], tuple(d for d in vdims if d != "component")
         data[var] = xr.DataArray(values, dims=vdims, attrs={"long_name": long[var]})
