@@ -27,20 +27,15 @@ Nothing here imports JAX or torch: the backends are reached through ``sample()``
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import inspect
 import json
 import math
 import os
-import re
 import sys
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,6 +52,7 @@ from pplpatterning.spec.masks import resolve_component
 from pplpatterning.spec.observables import validate_observables
 from pplpatterning.spec.posterior import GibbsPosterior
 from pplpatterning.spec.refine import refine
+from pplpatterning.workflows.jobs import JobStore, SharedPayload, digest, run_on
 
 __all__ = ["llc_trajectory", "job_seed", "run_job", "TrajectoryJob", "SharedPayload", "WHOLE", "STORE_FORMAT"]
 
@@ -89,33 +85,6 @@ def job_seed(seed: int, step: int, component: str = WHOLE) -> int:
     return int(word) >> 1
 
 
-def _digest(value: Any) -> str:
-    """A SHA-256 of ``value`` (mappings by sorted key, arrays by dtype, shape and bytes)."""
-    h = hashlib.sha256()
-
-    def feed(v: Any) -> None:
-        if isinstance(v, Mapping):
-            h.update(b"{")
-            for k in sorted(v, key=str):
-                h.update(str(k).encode() + b":")
-                feed(v[k])
-            h.update(b"}")
-        elif isinstance(v, (tuple, list)):
-            h.update(b"(")
-            for item in v:
-                feed(item)
-            h.update(b")")
-        elif isinstance(v, (np.ndarray, np.generic)) or (hasattr(v, "__array__") and not isinstance(v, (str, bytes))):
-            a = np.ascontiguousarray(np.asarray(v))
-            h.update(f"{a.dtype.str}{a.shape}".encode())
-            h.update(a.tobytes())
-        else:
-            h.update(repr(v).encode())
-
-    feed(value)
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------- jobs
 @dataclass(frozen=True)
 class TrajectoryJob:
@@ -146,46 +115,6 @@ class _Template:
     backend: str
     sample_kwargs: dict
     probes: Any = None
-
-
-class SharedPayload:
-    """The jobs' shared template, sent to workers once per process: pickled with cloudpickle
-    (so models with read-only mappings and losses defined in ``__main__`` travel), and
-    unpickled once per process (a memo by content digest), so that every job on a worker
-    sees the same model and observables objects and the NumPyro driver's compiled programs
-    are reused from one job to the next."""
-
-    def __init__(self, value: Any):
-        self.value = value
-        self._blob: tuple[str, bytes] | None = None
-
-    def __reduce__(self):
-        if self._blob is None:
-            import cloudpickle  # a dependency of dask.distributed; needed only to send jobs away
-
-            blob = cloudpickle.dumps(self.value)
-            self._blob = (hashlib.sha256(blob).hexdigest(), blob)
-        return (_load_shared, self._blob)
-
-
-_SHARED: OrderedDict = OrderedDict()
-_SHARED_LOCK = threading.Lock()
-
-
-def _load_shared(digest: str, blob: bytes) -> SharedPayload:
-    """Unpickle a :class:`SharedPayload` once per process (the last 4 kept)."""
-    with _SHARED_LOCK:
-        payload = _SHARED.get(digest)
-        if payload is None:
-            import cloudpickle
-
-            payload = SharedPayload(cloudpickle.loads(blob))
-            payload._blob = (digest, blob)
-            _SHARED[digest] = payload
-            while len(_SHARED) > 4:
-                _SHARED.popitem(last=False)
-        _SHARED.move_to_end(digest)
-        return payload
 
 
 def run_job(shared: Any, job: TrajectoryJob) -> xr.Dataset:
@@ -336,16 +265,16 @@ def _run_settings(posterior: GibbsPosterior, data: Mapping | None, observables: 
         "model": model.name,
         "loss": f"{getattr(loss, '__module__', '?')}.{getattr(loss, '__qualname__', repr(loss))}",
         "param_shapes": {k: list(v) for k, v in model.param_shapes.items()},
-        "consts": _digest(dict(model.consts)),
+        "consts": digest(dict(model.consts)),
         "n": posterior.n,
-        "data": _digest(dict(posterior.data)),
+        "data": digest(dict(posterior.data)),
         "n_beta": posterior.n_beta,
         "n_beta_source": posterior.n_beta_source,
         "gamma": posterior.gamma,
-        "weights": None if posterior.weights is None else _digest(posterior.weights),
+        "weights": None if posterior.weights is None else digest(posterior.weights),
         "normalize_weights": posterior.normalize_weights,
-        "restriction": _digest(posterior.restriction),
-        "refine_data": None if data is None else _digest(dict(data)),
+        "restriction": digest(posterior.restriction),
+        "refine_data": None if data is None else digest(dict(data)),
         "backend": backend,
         "sampler": sampler,
         "seed": int(seed),
@@ -353,109 +282,9 @@ def _run_settings(posterior: GibbsPosterior, data: Mapping | None, observables: 
     }, default=str))
 
 
-# ----------------------------------------------------------------------------- the store
-class _Store:
-    """``store/trajectory.json`` (the run's settings) and ``store/jobs/step-XXXXXXXX.<component>.nc``
-    (one job's result each, written to a temporary name and renamed)."""
-
-    def __init__(self, root: str | os.PathLike, run: dict):
-        self.root = Path(root)
-        if self.root.exists() and not self.root.is_dir():
-            raise ValueError(f"`store`={str(self.root)!r} is a file; give a directory (created if missing).")
-        self.run = run
-        self.meta = self.root / "trajectory.json"
-
-    def open(self) -> None:
-        """Create the store, or check that it holds this run (a ValueError naming what differs)."""
-        if self.meta.exists():
-            saved = json.loads(self.meta.read_text())
-            differ = sorted(k for k in set(saved) | set(self.run) if saved.get(k) != self.run.get(k))
-            if differ:
-                raise ValueError(f"The store {str(self.root)!r} holds a different run: its settings differ in "
-                                 f"{differ} (stored {({k: saved.get(k) for k in differ})}, now "
-                                 f"{({k: self.run.get(k) for k in differ})}). Use another `store=` directory, "
-                                 "or delete this one to start over.")
-            return
-        if self.root.exists() and any(self.root.iterdir()):
-            raise ValueError(f"`store`={str(self.root)!r} is a non-empty directory without trajectory.json; "
-                             "give an empty or new directory.")
-        self.root.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.meta, json.dumps(self.run, indent=1, sort_keys=True).encode())
-        (self.root / "jobs").mkdir(exist_ok=True)
-
-    def path(self, job: TrajectoryJob) -> Path:
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", job.component)[:40]
-        tag = hashlib.sha256(job.component.encode()).hexdigest()[:8]
-        return self.root / "jobs" / f"step-{job.step:08d}.{slug}-{tag}.nc"
-
-    def load(self, job: TrajectoryJob) -> xr.Dataset | None:
-        """The stored result of ``job`` (None when absent); a ValueError if it is another job's."""
-        path = self.path(job)
-        if not path.exists():
-            return None
-        ds = xr.load_dataset(path, engine="netcdf4")
-        saved = json.loads(ds.attrs.get("job", "{}"))
-        if saved != json.loads(json.dumps(job.identity)):
-            differ = sorted(k for k in set(saved) | set(job.identity) if saved.get(k) != job.identity.get(k))
-            raise ValueError(f"The store {str(self.root)!r} holds a different run: its result for checkpoint step "
-                             f"{job.step}, component {job.component!r} differs in {differ} (the checkpoint's "
-                             "parameters, the component's definition or the seed). Use another `store=` directory, "
-                             f"or delete {str(path)!r} to recompute that job.")
-        return ds
-
-    def save(self, job: TrajectoryJob, result: xr.Dataset) -> None:
-        path = self.path(job)
-        tmp = path.with_name(path.name + ".tmp")
-        result.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, path)
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------- running
-def _is_dask(client: Any) -> bool:
-    return type(client).__module__.split(".")[0] == "distributed"
-
-
-def _completed(client: Any, futures: list):
-    """The futures as they finish: distributed.as_completed for Dask, concurrent.futures'
-    for its executors, else in submission order."""
-    if _is_dask(client):
-        from distributed import as_completed
-
-        return as_completed(futures)
-    if all(isinstance(f, concurrent.futures.Future) for f in futures):
-        return concurrent.futures.as_completed(futures)
-    return iter(futures)
-
-
 def _run_serial(template: _Template, todo: list[TrajectoryJob], finish: Callable) -> None:
     for job in todo:
         finish(job, run_job(template, job))
-
-
-def _run_on(client: Any, template: _Template, todo: list[TrajectoryJob], finish: Callable) -> None:
-    """Submit every job to ``client`` and hand each result to ``finish`` as it completes; on any
-    failure or interrupt, cancel what is still pending and re-raise."""
-    payload: Any = SharedPayload(template)
-    dask = _is_dask(client)
-    if dask:  # one copy of the template per worker, not one per job
-        payload = client.scatter(payload, broadcast=True, hash=False)
-    futures = {}
-    try:
-        for job in todo:
-            fut = client.submit(run_job, payload, job, pure=False) if dask else client.submit(run_job, payload, job)
-            futures[fut] = job
-        for fut in _completed(client, list(futures)):
-            finish(futures[fut], fut.result())
-    except BaseException:
-        for fut in futures:
-            fut.cancel()
-        raise
 
 
 def llc_trajectory(
@@ -597,13 +426,13 @@ def llc_trajectory(
                          backend, kwargs, probes)
 
     run = _run_settings(posterior, data, observables, backend, settings, int(seed))
-    run["probes"] = None if probes is None else _digest({f.name: getattr(probes, f.name) for f in fields(probes)})
+    run["probes"] = None if probes is None else digest({f.name: getattr(probes, f.name) for f in fields(probes)})
     jobs = [TrajectoryJob(i, c.step, name, dict(c.params), r, job_seed(int(seed), c.step, name),
                           {"step": c.step, "component": name, "seed": job_seed(int(seed), c.step, name),
-                           "params": _digest(dict(c.params)), "restriction": _digest(r)})
+                           "params": digest(dict(c.params)), "restriction": digest(r)})
             for i, c in enumerate(ckpts) for name, r in restrictions.items()]
     results: dict[tuple[int, str], xr.Dataset] = {}
-    db = _Store(store, run) if store is not None else None
+    db = JobStore(store, run) if store is not None else None
     if db is not None:
         db.open()
         for job in jobs:
@@ -629,7 +458,7 @@ def llc_trajectory(
         if client is None:
             _run_serial(template, todo, finish)
         else:
-            _run_on(client, template, todo, finish)
+            run_on(client, run_job, template, todo, finish)
     except BaseException as exc:
         done = len(results)
         where = f"saved in the store {str(db.root)!r}: rerun with the same arguments to resume" if db is not None \
