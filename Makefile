@@ -35,8 +35,8 @@ run: venv
 	    --plot out/compare.png --csv out/compare.csv
 
 # The suite runs on every core (pytest-xdist), one test file per worker so that a file's
-# module fixtures are built once: 939 tests in 7 min 15 s on 2 cores with a warm JAX compilation
-# cache (.jax_cache), 19 min 40 s from a cold one as on a fresh clone, where compiling is about
+# module fixtures are built once: 940 tests in 6 min 10 s on 2 cores with a warm JAX compilation
+# cache (.jax_cache), 12 min 21 s from a cold one as on a fresh clone, where compiling is about
 # half the time (2026-12-02). `pytest -n 0` runs it in one process.
 test: venv
 	$(PY) -m pytest -q -n auto --dist loadfile
