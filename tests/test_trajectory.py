@@ -24,7 +24,8 @@ OBS = {"u0": pp.observables.param("u", (0,))}
 KW = dict(sampler="sgld", step_size=1e-3, batch_size=50, num_chains=2, num_draws=40, num_burnin=0, observables=OBS)
 MASK = {"v": np.array([True, False])}
 STEPS = (10, 100, 1000)
-RESULTS = ["llc", "llc_mcse", "rhat", "ess", "ess_tail", "seed", "incomplete", "num_draws_used", "loss_at_centre"]
+RESULTS = ["llc", "llc_mcse", "rhat", "ess", "ess_tail", "seed", "incomplete", "num_draws_used", "loss_at_centre",
+           "healthy", "problems"]
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +66,13 @@ def test_equals_separate_sample_and_llc_with_the_derived_seeds(post, checkpoints
     assert list(reference["checkpoint"].values) == list(STEPS)
     for i, c in enumerate(checkpoints):
         p = post.with_(centre=c.params)
-        est = pp.llc(pp.sample(p, seed=job_seed(0, c.step, WHOLE), progress_bar=False, keep_params=False, **KW))
+        trace = pp.sample(p, seed=job_seed(0, c.step, WHOLE), progress_bar=False, keep_params=False, **KW)
+        est, diag = pp.llc(trace), pp.diagnose(trace)
         row = reference.isel(checkpoint=i)
         assert (float(row.llc), float(row.llc_mcse), float(row.rhat), float(row.ess)) == (
             est.llc, est.mcse, est.rhat, est.ess_bulk)
+        # each job's health is diagnose()'s verdict on its trace (these 40-draw runs have findings)
+        assert (int(row.healthy), str(row.problems.values)) == (int(diag.ok), " ".join(diag.problem_codes()))
         assert float(row.loss_at_centre) == p.loss_at_centre
         assert int(row.seed) == job_seed(0, c.step)
     assert len(set(reference["seed"].values.tolist())) == 3

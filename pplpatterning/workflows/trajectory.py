@@ -43,6 +43,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from pplpatterning.estimators.convergence import series_mcse
+from pplpatterning.estimators.diagnose import diagnose
 from pplpatterning.estimators.llc import llc
 from pplpatterning.samplers.settings import SamplerSettings
 from pplpatterning.sampling.backend import check_backend_name, get_backend
@@ -59,7 +60,7 @@ __all__ = ["llc_trajectory", "job_seed", "run_job", "TrajectoryJob", "SharedPayl
 #: The ``component`` coordinate of the unrestricted λ̂ (the template posterior's own restriction).
 WHOLE = "whole"
 #: The version of the ``store=`` layout (trajectory.json + one netCDF file per job).
-STORE_FORMAT = 1
+STORE_FORMAT = 2
 
 # sample() arguments the trajectory sets itself, and why
 _RESERVED = {
@@ -146,6 +147,9 @@ def run_job(shared: Any, job: TrajectoryJob) -> xr.Dataset:
     data["seed"] = xr.DataArray(np.int64(job.seed))
     data["incomplete"] = xr.DataArray(np.int64(int(trace.attrs.get("incomplete", 0))))
     data["num_draws_used"] = xr.DataArray(np.int64(est.num_draws_used))
+    diag = diagnose(trace)  # no target: a checkpoint's finite-nβ λ is not known
+    data["healthy"] = xr.DataArray(np.int64(diag.ok))
+    data["problems"] = xr.DataArray(np.str_(" ".join(diag.problem_codes())))
     names = sorted(obs or {})
     if names:
         series = xr.concat([trace["observables"][k].astype(np.float64) for k in names],
@@ -367,7 +371,9 @@ def llc_trajectory(
         nβ ΔL, the same as the loss's own), ``ess`` and ``ess_tail`` (bulk and tail ESS),
         ``loss_at_centre`` (the training loss L_n^ρ(w*_t), over ``checkpoint``),
         ``seconds`` (wall time of each job), ``seed``, ``incomplete`` (1 when a run stopped
-        early and kept only its completed draws), ``num_draws_used``, and with observables
+        early and kept only its completed draws), ``num_draws_used``, ``healthy`` (1 when
+        :func:`pplpatterning.diagnose` of the job's trace finds no error or warning: complete,
+        R-hat ≤ 1.01, enough ESS, λ̂ ≥ 0, ...) and ``problems`` (its codes, e.g. "negative_llc rhat"), and with observables
         ``observable_mean``, ``observable_mcse`` (dim ``observable``), with probes ``chi`` and
         ``chi_se`` (dims ``probe``, ``observable``). Attrs: the settings
         (``settings``, a JSON string, and the main ones as numbers/strings).
@@ -474,7 +480,8 @@ def _assemble(ckpts: list[Checkpoint], names: list[str], results: dict, run: dic
     """One Dataset (checkpoint[, component][, observable]) from the jobs' results."""
     steps = np.array([c.step for c in ckpts], dtype=np.int64)
     first = results[(0, names[0])]
-    scalar = ["llc", "llc_mcse", "rhat", "ess", "ess_tail", "seconds", "seed", "incomplete", "num_draws_used"]
+    scalar = ["llc", "llc_mcse", "rhat", "ess", "ess_tail", "seconds", "seed", "incomplete", "num_draws_used",
+              "healthy", "problems"]
     observables = list(first["observable"].values) if "observable" in first.dims else []
     probe_names = list(first["probe"].values) if "probe" in first.dims else []
 
@@ -494,7 +501,9 @@ def _assemble(ckpts: list[Checkpoint], names: list[str], results: dict, run: dic
             "rhat": "rank-normalised split R-hat of the per-draw loss", "ess": "bulk ESS of the per-draw loss",
             "ess_tail": "tail ESS of the per-draw loss", "seconds": "wall time of the job",
             "seed": "the job's seed (job_seed)", "incomplete": "1 when the run stopped early",
-            "num_draws_used": "draws per chain in λ̂", "observable_mean": "posterior mean of the observable",
+            "num_draws_used": "draws per chain in λ̂",
+            "healthy": "1 when diagnose() of the job's trace has no error or warning",
+            "problems": "diagnose()'s error and warning codes, space-separated ('' when healthy)", "observable_mean": "posterior mean of the observable",
             "observable_mcse": "MCSE of the observable's posterior mean",
             "chi": "χ(φ; q') = -Cov(φ, L_q' - L_q^ρ)", "chi_se": "standard error of χ"}
     data = {}
