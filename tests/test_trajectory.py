@@ -292,7 +292,8 @@ def synthetic_trajectory(components: bool) -> xr.Dataset:
 
 
 def test_plot_llc_trajectory_draws_curve_loss_and_stages(tmp_path):
-    from pplpatterning.plots import plot_llc_trajectory, save_figure
+    from pplpatterning.plots import save_figure
+    from pplpatterning.trajectory_plots import plot_llc_trajectory
 
     ds = synthetic_trajectory(False)
     ax = plot_llc_trajectory(ds)
@@ -309,7 +310,7 @@ def test_plot_llc_trajectory_draws_curve_loss_and_stages(tmp_path):
 
 
 def test_plot_rllc_trajectory_one_line_per_component():
-    from pplpatterning.plots import plot_llc_trajectory, plot_rllc_trajectory
+    from pplpatterning.trajectory_plots import plot_llc_trajectory, plot_rllc_trajectory
 
     ds = synthetic_trajectory(True)
     ax = plot_rllc_trajectory(ds)

@@ -145,7 +145,7 @@ def cmd_report(out: Path) -> None:
     import xarray as xr
 
     from pplpatterning.models.transformer import head_scores
-    from pplpatterning.plots import plot_llc_trajectory, plot_rllc_trajectory
+    from pplpatterning.trajectory_plots import plot_llc_trajectory, plot_rllc_trajectory
     from pplpatterning.workflows.stages import detect_stages
 
     config, checkpoints, task, _ = _setup(out / "run")

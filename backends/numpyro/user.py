@@ -106,21 +106,8 @@ def pytree_model(fn: Callable[[Any, Mapping[str, Any]], Any], params: Any, *, na
             raise ValueError(f"two `{what}` leaves map to the same name {nm!r}; use distinct keys.")
         names.append(nm)
         centre[nm] = arr.astype(np.float64)
-    loss = _JaxLoss(fn, treedef, names)
+    model = Model(name=name, loss=_JaxLoss(fn, treedef, names), param_shapes={n: centre[n].shape for n in names},
+                  centre=centre, description=description, **model_kwargs)
     if example_data is not None:
-        _check_example(loss, centre, example_data, name)
-    return Model(name=name, loss=loss, param_shapes={n: centre[n].shape for n in names}, centre=centre,
-                 description=description, **model_kwargs)
-
-
-def _check_example(loss: "_JaxLoss", centre, example_data, name: str) -> None:
-    if not isinstance(example_data, Mapping) or not example_data:
-        raise TypeError("`example_data` must be a non-empty mapping {name: array (n, ...)}.")
-    rows = {k: np.asarray(v)[:8] for k, v in example_data.items()}
-    n = len(next(iter(rows.values())))
-    shape = np.shape(loss(centre, rows, {}, np))
-    if shape != (n,):
-        hint = (" It returned a single number: do not average over the batch (e.g. drop a final `.mean()`)."
-                if shape == () else " Sum or average over the non-sample axes so that there is one loss per row.")
-        raise ValueError(f"Model {name!r}: `per_sample_loss` must return one loss per sample, shape ({n},) for "
-                         f"{n} rows of example_data; got shape {shape}.{hint}")
+        model.check_example(example_data)
+    return model

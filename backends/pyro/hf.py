@@ -55,7 +55,7 @@ import torch
 
 from pplpatterning.spec.model import Model
 
-from .user import ModuleLoss, check_example, private_copy
+from .user import ModuleLoss, private_copy
 
 __all__ = ["HFCausalLMLoss", "model_from_hf", "hf_components", "token_nll"]
 
@@ -180,13 +180,15 @@ def model_from_hf(hf_model: torch.nn.Module, *, name: str | None = None, input_k
     if hasattr(net, "set_attn_implementation"):
         net.set_attn_implementation("eager")  # on the copy's own config (deep-copied)
     vocab = int(net.get_output_embeddings().weight.shape[0])
-    loss = HFCausalLMLoss(net, name, input_key, attention_mask_key, vocab)
-    check_example(loss, centre, example_data)
-    return Model(
-        name=name, loss=loss, param_shapes=shapes, centre=centre, tokens=tokens,
+    model = Model(
+        name=name, loss=HFCausalLMLoss(net, name, input_key, attention_mask_key, vocab), param_shapes=shapes,
+        centre=centre, tokens=tokens,
         description=description or f"Hugging Face causal LM {name} with "
                                    f"{sum(p.numel() for p in net.parameters())} parameters (pyro backend only)",
     )
+    if example_data is not None:
+        model.check_example(example_data)
+    return model
 
 
 # ------------------------------------------------------------------ components

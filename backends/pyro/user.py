@@ -55,7 +55,7 @@ from pplpatterning.spec.model import Model
 
 from .spec import DTYPE, as_data_tensor, as_tensor
 
-__all__ = ["ModuleLoss", "model_from_module", "private_copy", "check_example"]
+__all__ = ["ModuleLoss", "model_from_module", "private_copy"]
 
 _ALLOWED_DTYPES = (torch.float32, torch.float64)
 
@@ -213,16 +213,17 @@ def model_from_module(
         raise TypeError(f"`input_key` must be a string, got {type(input_key).__name__}.")
     name = str(name) if name is not None else type(module).__name__
     net, centre, shapes = private_copy(module, name)
-    loss = ModuleLoss(net, per_sample_loss, input_key, input_dtype, name)
-    check_example(loss, centre, example_data)
-    return Model(
+    model = Model(
         name=name,
-        loss=loss,
+        loss=ModuleLoss(net, per_sample_loss, input_key, input_dtype, name),
         param_shapes=shapes,
         centre=centre,
         description=description or f"torch.nn.Module {name} with {sum(p.numel() for p in net.parameters())} "
                                    "parameters (pyro backend only)",
     )
+    if example_data is not None:
+        model.check_example(example_data)
+    return model
 
 
 def private_copy(module: torch.nn.Module, name: str
@@ -242,14 +243,3 @@ def private_copy(module: torch.nn.Module, name: str
     centre = {pname: p.detach().to(DTYPE).numpy().copy() for pname, p in net.named_parameters()}
     shapes = {pname: tuple(p.shape) for pname, p in net.named_parameters()}
     return net, centre, shapes
-
-
-def check_example(loss: ModuleLoss, centre: Mapping[str, np.ndarray], example_data: Mapping[str, Any] | None) -> None:
-    """Evaluate ``loss`` at the centre on the first 8 rows of ``example_data`` (if given):
-    a loss that is not one value per sample raises its clear error now."""
-    if example_data is None:
-        return
-    if not isinstance(example_data, Mapping) or not example_data:
-        raise TypeError("`example_data` must be a non-empty mapping {name: array (n, ...)}.")
-    rows = {k: np.asarray(v)[:8] for k, v in example_data.items()}
-    loss(centre, rows, {}, np)  # raises with a clear message if not per-sample

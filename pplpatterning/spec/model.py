@@ -185,6 +185,21 @@ class Model:
                       dtype=np.float64) for a in range(0, n, REFERENCE_ROWS)]
         return np.concatenate(parts, axis=0)
 
+    def check_example(self, example_data: Mapping[str, Any], rows: int = 8) -> None:
+        """Evaluate the per-sample loss at the centre on the first ``rows`` rows of
+        ``example_data`` now (what the adapters' ``example_data=`` does), so that a loss that
+        fails or is not one value per sample says so before any posterior is built."""
+        if not isinstance(example_data, Mapping) or not example_data:
+            raise TypeError("`example_data` must be a non-empty mapping {name: array (n, ...)}.")
+        head = {k: np.asarray(v)[:rows] for k, v in example_data.items()}
+        n = len(next(iter(head.values())))
+        shape = np.shape(self.per_sample_loss_numpy(self.centre, head))
+        if shape != (n,):
+            hint = (" It returned a single number: do not average over the batch (e.g. drop a final `.mean()`)."
+                    if shape == () else " Sum or average over the non-sample axes so that there is one loss per row.")
+            raise ValueError(f"Model {self.name!r}: the loss must return one loss per sample, shape ({n},) for "
+                             f"{n} rows of example_data; got shape {shape}.{hint}")
+
     def __repr__(self) -> str:
         lam = "unknown" if self.lam is None else f"{self.lam:g}"
         return f"Model({self.name!r}, d={self.dim}, λ={lam}, m={self.multiplicity})"
