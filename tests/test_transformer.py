@@ -226,6 +226,9 @@ def test_training_lowers_the_loss_and_writes_deterministic_checkpoints(tmp_path,
     data = InductionTask(vocab=8, seq_len=13, span=(3, 5)).sample(256, 0)
     steps = log_spaced_steps(40, 6)
     assert steps[0] == 0 and steps[-1] == 40 and len(steps) >= 5
+    for count in (2, 3, 7):  # the last step is always kept (count=2 once gave [0, 1])
+        got = log_spaced_steps(3000, count)
+        assert got[0] == 0 and got[-1] == 3000 and len(got) == count and got == sorted(set(got))
     a = train(config, data.tokens, steps=40, lr=1e-2, batch_size=32, seed=5, checkpoint_every=steps,
               out_dir=tmp_path / "a")
     b = train(config, data.tokens, steps=40, lr=1e-2, batch_size=32, seed=5, checkpoint_every=steps)

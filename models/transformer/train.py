@@ -59,6 +59,8 @@ def log_spaced_steps(steps: int, count: int) -> list[int]:
     if steps + 1 <= count:
         return list(range(steps + 1))
     m = count - 1  # positive steps 1..steps, m of them
+    if m == 1:  # logspace of one point is its start (step 1), not the last step
+        return [0, steps]
     grid = np.round(np.logspace(0.0, math.log10(steps), m)).astype(np.int64)
     for i in range(1, m):  # strictly increasing
         grid[i] = max(grid[i], grid[i - 1] + 1)
