@@ -14,6 +14,7 @@ from numpyro.infer import NUTS
 from pplpatterning.sampling.backend import FunctionBackend, RunResult
 from pplpatterning.sampling.evaluation import Evaluation
 from pplpatterning.sampling.record import DrawRecord
+from pplpatterning.spec.forward import forward_losses
 from pplpatterning.spec.posterior import GibbsPosterior
 from pplpatterning.spec.probes import ProbePlan
 from pplpatterning.samplers.registry import rule_for
@@ -55,7 +56,8 @@ def make_kernel(post: GibbsPosterior, settings: SamplerSettings):
             return NUTS(model_for(post), max_tree_depth=opts.pop("max_tree_depth"), **common)
         return JitteredHMC(model_for(post), num_steps=opts.pop("num_steps"), trajectory_length=None,
                            step_jitter=opts.pop("step_jitter"), **common)
-    return RuleKernel(rule_for(settings), post.model.loss, settings.resolved_batch_size(post.n))
+    loss, _ = forward_losses(post.model, settings.forward_dtype)
+    return RuleKernel(rule_for(settings), loss, settings.resolved_batch_size(post.n))
 
 
 @in_float64
@@ -96,7 +98,8 @@ def _sample_chains(post, settings, record, plan, keep_params, *, chain_devices):
     init = {k: (jnp.broadcast_to(v, (C,) + v.shape) if C > 1 else v) for k, v in args.centre.items()}
     recorder = rargs = None
     if record is not None and record.evaluates_anything:
-        recorder = Recorder(record, post.model.loss, C, post.model.token_loss)
+        loss, token_loss = forward_losses(post.model, settings.forward_dtype)
+        recorder = Recorder(record, loss, C, token_loss)
         rargs = recorder.with_shifts(args, record_args(plan, args, record, settings.dtype))
     seg = run_segmented(kernel, args, init, settings, stat_fields(settings), recorder=recorder, rargs=rargs,
                         keep_draws=keep_params, chain_devices=chain_devices)

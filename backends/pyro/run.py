@@ -20,6 +20,7 @@ from torch.func import vmap
 
 from pplpatterning.sampling.backend import FunctionBackend, RunResult
 from pplpatterning.sampling.record import DrawRecord
+from pplpatterning.spec.forward import forward_losses
 from pplpatterning.spec.posterior import GibbsPosterior
 from pplpatterning.spec.probes import ProbePlan
 from pplpatterning.samplers.registry import rule_for
@@ -96,11 +97,11 @@ def sample_chains(post: GibbsPosterior, settings: SamplerSettings, *, record: Dr
     once), every kept draw's ``record`` evaluated as it is made (.recording); the statistics
     sorted by name, the draws' parameters only with ``keep_params``."""
     t_start = time.perf_counter()
-    tp = torch_posterior(post, settings.dtype)
+    tp = torch_posterior(post, settings.dtype, settings.forward_dtype)
     if settings.device is not None:
         tp = tp.to(run_device(settings))
     with _torch_threads(settings.num_chains * settings.resolved_batch_size(post.n) * max(tp.dim, 1)):
-        recorder = Recorder(record, tp, plan, settings.num_chains, post.model.token_loss) \
+        recorder = Recorder(record, tp, plan, settings.num_chains, forward_losses(post.model, settings.forward_dtype)[1]) \
             if record is not None and record.evaluates_anything else None
         chains = _run(tp, post, settings, keep_params, recorder)
     D = chains.num_done

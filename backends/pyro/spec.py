@@ -35,6 +35,7 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
 from torch.func import vmap
 
+from pplpatterning.spec.forward import forward_losses
 from pplpatterning.spec.masks import MaskedParam, assemble
 from pplpatterning.spec.posterior import (
     GibbsPosterior,
@@ -135,8 +136,9 @@ class TorchPosterior:
         return assemble(sampled, self.frozen, self.masked, xp)
 
 
-def torch_posterior(post: GibbsPosterior, dtype: str = "float64") -> TorchPosterior:
-    """``post`` as torch tensors in the precision ``dtype`` ("float64" or "float32")."""
+def torch_posterior(post: GibbsPosterior, dtype: str = "float64", forward_dtype: str | None = None) -> TorchPosterior:
+    """``post`` as torch tensors in the precision ``dtype`` ("float64" or "float32"); the
+    loss computes in ``forward_dtype`` when given (:mod:`pplpatterning.spec.forward`)."""
     tdtype = getattr(torch, dtype)
     layout, start = [], 0
     for name, shape in post.sampled_shapes.items():
@@ -144,7 +146,7 @@ def torch_posterior(post: GibbsPosterior, dtype: str = "float64") -> TorchPoster
         layout.append((name, start, start + size, shape))
         start += size
     return TorchPosterior(
-        loss_fn=post.model.loss,
+        loss_fn=forward_losses(post.model, forward_dtype)[0],
         data={k: as_data_tensor(v, tdtype) for k, v in post.data.items()},
         weights=as_tensor(post.effective_weights),
         centre={k: as_tensor(v, tdtype) for k, v in post.sampled_centre.items()},

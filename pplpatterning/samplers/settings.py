@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 __all__ = [
-    "DTYPES", "DEFAULT_EVAL_SIZE",
+    "DTYPES", "FORWARD_DTYPES", "DEFAULT_EVAL_SIZE",
     "SAMPLERS", "EXACT_SAMPLERS", "SG_SAMPLERS", "SamplerSettings", "LOSS_ESTIMATES", "OPTION_CHECKS",
     "SEED_LIMIT", "validate_options", "add_sampler", "remove_sampler",
 ]
@@ -53,6 +53,9 @@ LOSS_ESTIMATES = ("full", "minibatch", "subset")
 DEFAULT_EVAL_SIZE = 1024
 #: The precisions a run can compute in (``SamplerSettings.dtype``).
 DTYPES = ("float64", "float32")
+#: The mixed-precision forward passes a run can ask for (``SamplerSettings.forward_dtype``;
+#: :mod:`pplpatterning.spec.forward`).
+FORWARD_DTYPES = ("bfloat16",)
 
 
 def add_sampler(name: str, options: Mapping[str, Any], *, stochastic_gradient: bool) -> None:
@@ -178,6 +181,12 @@ class SamplerSettings:
         per-sample differences l_i(w) - l_i(w*), the loss series and every accumulator are
         float64 (docs/math.md §2). ``"float32"`` applies to the update-rule samplers (MALA and
         the SG samplers); NUTS/HMC run in float64.
+    forward_dtype
+        ``None`` (default: the loss computes in ``dtype``) or ``"bfloat16"``: mixed
+        precision, the model's loss (the network's forward and backward passes) in bfloat16
+        while the positions, updates and noise stay in ``dtype="float32"`` (required) and the
+        loss differences in float64 (:mod:`pplpatterning.spec.forward`). For accelerators
+        with bfloat16 units; on a CPU it is usually slower than float32.
     options
         Sampler-specific options (see :data:`SAMPLERS`).
     """
@@ -197,6 +206,7 @@ class SamplerSettings:
     eval_size: int | None = None
     chain_devices: int | None = None
     device: str | None = None
+    forward_dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -241,6 +251,12 @@ class SamplerSettings:
         if self.dtype != "float64" and self.sampler in ("nuts", "hmc"):
             raise ValueError(f"`dtype={self.dtype!r}` applies to the update-rule samplers (MALA and the SG samplers); "
                              f"{self.sampler!r} runs in float64: drop `dtype` or use sampler='mala'.")
+        if self.forward_dtype is not None:
+            if self.forward_dtype not in FORWARD_DTYPES:
+                raise ValueError(f"`forward_dtype` must be None or one of {FORWARD_DTYPES}, got {self.forward_dtype!r}.")
+            if self.dtype != "float32":
+                raise ValueError(f"`forward_dtype={self.forward_dtype!r}` runs the loss in {self.forward_dtype} around "
+                                 f"float32 positions; pass dtype='float32' as well (got dtype={self.dtype!r}).")
         allowed = SAMPLERS[self.sampler]
         unknown = set(self.options) - set(allowed)
         if unknown:
@@ -291,6 +307,7 @@ class SamplerSettings:
             "thinning": self.thinning,
             "loss_estimate": self.loss_estimate,
             "eval_size": self.eval_size,
+            "forward_dtype": self.forward_dtype,
             "seed": self.seed,
             "options": dict(self.options),
         }

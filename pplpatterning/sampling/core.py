@@ -100,6 +100,7 @@ def sample(
     eval_size: int | None = None,
     chain_devices: int | None = None,
     device: str | None = None,
+    forward_dtype: str | None = None,
     **options: Any,
 ) -> xr.DataTree:
     """Sample ``posterior`` and return a Trace (an ArviZ DataTree).
@@ -116,7 +117,9 @@ def sample(
     ``keep_params`` (True: every kept draw; an integer k: every k-th, the ``posterior``
     group's ``draw`` coordinate then holds their kept-draw indices; False: none). ``dtype="float32"`` runs the parameters, data and passes in float32 with
     the loss differences and accumulators in float64 (update-rule samplers; see
-    :class:`~pplpatterning.samplers.settings.SamplerSettings`). Sampler-specific options
+    :class:`~pplpatterning.samplers.settings.SamplerSettings`); with it,
+    ``forward_dtype="bfloat16"`` computes the loss's passes in bfloat16 (mixed precision,
+    :mod:`pplpatterning.spec.forward`). Sampler-specific options
     (``target_accept``, ``alpha``, ``diffusion``,
     ...) are passed as keywords; see :data:`pplpatterning.samplers.settings.SAMPLERS`. The memory
     estimate is recorded in the Trace's attrs as ``memory_estimate_bytes``.
@@ -129,7 +132,7 @@ def sample(
         sampler=sampler, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
         step_size=step_size, batch_size=batch_size, thinning=thinning, loss_estimate=loss_estimate,
         seed=seed, progress_bar=progress_bar, options=options, dtype=dtype, eval_size=eval_size,
-        chain_devices=chain_devices, device=device,
+        chain_devices=chain_devices, device=device, forward_dtype=forward_dtype,
     )
     settings.resolved_batch_size(posterior.n)
     settings.resolved_eval_size(posterior.n)
