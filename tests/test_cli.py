@@ -27,6 +27,15 @@ def test_llc_json_reports_target_and_estimate(capsys, tmp_path):
     assert load_trace(path).attrs["sampler"] == "mala"
 
 
+def test_llc_forward_dtype_reaches_the_trace(capsys, tmp_path):
+    path = tmp_path / "t.nc"
+    main(["llc", "--model", "regular", "--sampler", "mala", "--dtype", "float32", "--forward-dtype", "bfloat16",
+          "--json", "--save", str(path), *FAST])
+    json.loads(capsys.readouterr().out)
+    attrs = load_trace(path).attrs
+    assert attrs["dtype"] == "float32" and attrs["forward_dtype"] == "bfloat16"
+
+
 def test_llc_table(capsys):
     code = main(["llc", "--model", "powers", "--model-arg", "k=(1, 2)", "--sampler", "nuts", "--gamma", "0", *FAST])
     out = capsys.readouterr().out
@@ -44,6 +53,7 @@ def test_llc_table(capsys):
     (["llc", "--model", "regular", "--gamma", "-1"], "`gamma` must be finite and ≥ 0"),
     (["llc", "--model", "regular", "--model-arg", "dim=3"], "unknown keyword argument"),
     (["llc", "--model", "regular", "--option", "alpha=0.5"], r"Unknown option\(s\) \['alpha'\] for sampler 'nuts'"),
+    (["llc", "--model", "regular", "--sampler", "mala", "--forward-dtype", "bfloat16"], "pass dtype='float32' as well"),
 ])
 def test_bad_input_exits_2_with_message(capsys, argv, message):
     assert main(argv + ["--no-progress"]) == 2

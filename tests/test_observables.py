@@ -116,3 +116,33 @@ def test_model_source_needs_data(dln_post):
     validate_observables({"phi": phi}, dln_post)
     with pytest.raises(TypeError, match="GibbsPosterior or a Model"):
         full_loss("dln")
+
+
+def test_component_loss_arrays_are_arguments_of_the_compiled_record_not_constants(dln_post):
+    """The observable's data and frozen centre reach the NumPyro program as traced arguments:
+    closed over, XLA constant-folds the frozen part of the forward pass on them (54 s of
+    compilation for a transformer's four component losses)."""
+    jax = pytest.importorskip("jax")
+    from pplpatterning.backends.numpyro.recording import Recorder, record_args
+    from pplpatterning.backends.numpyro.spec import posterior_args
+    from pplpatterning.sampling.record import make_record
+    from pplpatterning.samplers.settings import SamplerSettings
+
+    post = dln_post
+    obs = {"w1": component_loss(post, "W1"), "all": full_loss(post), "p": param("W1", (0, 0))}
+    w = _random_params(post, 3)
+    arrays = obs["w1"].arrays()
+    assert obs["w1"].evaluate(w, arrays, np) == obs["w1"](w, np)  # the same φ either way
+    assert "W1" not in arrays["centre"] and set(arrays) == {"data", "consts", "centre", "masks", "loss_at_centre"}
+    record = make_record(SamplerSettings(sampler="mala"), obs, None)
+    with jax.enable_x64(True):
+        args = posterior_args(post)
+        rargs = record_args(None, args, record)
+        assert set(rargs.observables) == {"w1", "all"}  # param() has no arrays
+        recorder = Recorder(record, post.model.loss, 1)
+        closed = jax.make_jaxpr(lambda a, r: recorder.values(a.centre, a, r))(args, rargs)
+        values = jax.jit(lambda a, r: recorder.values(a.centre, a, r))(args, rargs)
+    sizes = [np.size(c) for c in closed.consts]
+    assert max(sizes, default=0) < post.n, sizes  # no data-sized constant
+    assert float(values.observables["w1"][0]) == pytest.approx(0.0, abs=1e-12)  # φ_C(w*) = 0
+    assert float(values.observables["p"][0]) == post.centre["W1"][0, 0]

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pplpatterning.sampling.record import (DrawRecord, DrawValues, draw_values, init_rows, loss_rows, phi_vector,
-                                           record_rows, sampler_loss)
+from pplpatterning.sampling.record import (DrawRecord, DrawValues, draw_values, init_rows, loss_rows,
+                                           observable_arrays, phi_vector, record_rows, sampler_loss)
 from pplpatterning.spec.probes import ProbePlan
 
 from .precision import as_data, in_float64
@@ -37,6 +37,7 @@ class RecordArgs(NamedTuple):
     train_index: jax.Array
     held_out: dict[str, jax.Array] | None
     shifts: tuple  # (φ(w*) (K+1,), ΔL_z(w*) (R,)) for the streamed sums; () otherwise
+    observables: dict  # {name: the observable's fixed arrays} (record.observable_arrays)
 
 
 @in_float64
@@ -45,12 +46,13 @@ def record_args(plan: ProbePlan | None, args: PosteriorArgs, record: DrawRecord,
     probe data of ``plan`` as JAX arrays (shifts filled in by :meth:`Recorder.with_shifts`)."""
     index = None if record.loss_rows is None else jnp.asarray(record.loss_rows)
     data, weights, lstar = loss_rows(record, args.data, args.weights, args.loss_at_centre, jnp, index)
+    obs = observable_arrays(record, jnp.asarray)
     if plan is None:
-        return RecordArgs(data, weights, lstar, {}, jnp.zeros(0, dtype=jnp.int64), None, ())
+        return RecordArgs(data, weights, lstar, {}, jnp.zeros(0, dtype=jnp.int64), None, (), obs)
     held = None if plan.held_out is None else {k: as_data(v, dtype) for k, v in plan.held_out.items()}
     return RecordArgs(data, weights, lstar,
                       {name: {k: as_data(v, dtype) for k, v in d.items()} for name, d in plan.datasets.items()},
-                      jnp.asarray(plan.train_index, dtype=jnp.int64), held, ())
+                      jnp.asarray(plan.train_index, dtype=jnp.int64), held, (), obs)
 
 
 class Recorder:
@@ -68,7 +70,7 @@ class Recorder:
         return draw_values(self.record, self.loss_fn, full_params(z, args), data=rargs.data, weights=rargs.weights,
                            loss_at_centre=rargs.loss_at_centre, consts=args.consts, datasets=rargs.datasets,
                            train_index=rargs.train_index, held_out=rargs.held_out, xp=jnp,
-                           token_loss_fn=self.token_loss_fn, known_loss=known)
+                           token_loss_fn=self.token_loss_fn, known_loss=known, observable_arrays=rargs.observables)
 
     def values(self, z: dict, args: PosteriorArgs, rargs: RecordArgs, state=None) -> DrawValues:
         """The values of every chain: ``z`` is (C, ...) per leaf, or unbatched when C = 1;

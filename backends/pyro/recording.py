@@ -18,8 +18,8 @@ import torch
 from torch.func import vmap
 
 from pplpatterning.sampling.evaluation import Evaluation
-from pplpatterning.sampling.record import (DrawRecord, DrawValues, draw_values, init_rows, loss_rows, phi_vector,
-                                           record_rows, sampler_loss)
+from pplpatterning.sampling.record import (DrawRecord, DrawValues, draw_values, init_rows, loss_rows,
+                                           observable_arrays, phi_vector, record_rows, sampler_loss)
 from pplpatterning.spec.probes import ProbePlan
 from pplpatterning.trace.moments import Moments
 
@@ -55,6 +55,8 @@ class Recorder:
         names = (["loss", "delta"] if record.with_loss else []) + [f"obs/{k}" for k in record.observable_names]
         names += [f"probe/{k}" for k in record.datasets]
         self.series = {name: torch.full((C, D), math.nan, dtype=DTYPE, device=tp.device) for name in names}
+        # the observables' fixed arrays on the run's device once (dtypes kept), not per draw
+        self.observable_arrays = observable_arrays(record, lambda v: torch.tensor(np.asarray(v), device=tp.device))
         self.acc = init_rows(record, C, xp, device=tp.device)
         self._values = vmap(self._one)  # over chains: z, and (L, ΔL) when the sampler carries them
         self.shifts = self._shifts() if record.per_sample == "streamed" else ()
@@ -65,7 +67,8 @@ class Recorder:
                         weights=self.weights, loss_at_centre=self.loss_at_centre, consts=tp.consts,
                         datasets=self.datasets,
                         train_index=self.train_index, held_out=self.held_out, xp=xp,
-                        token_loss_fn=self.token_loss_fn, known_loss=known)
+                        token_loss_fn=self.token_loss_fn, known_loss=known,
+                        observable_arrays=self.observable_arrays)
         return {k: x for k, x in v._asdict().items() if x is not None}  # vmap returns tensors only
 
     def values(self, z: torch.Tensor, state=None) -> DrawValues:

@@ -148,6 +148,9 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"],
                    help="precision of the parameters and passes (float32: MALA and SG samplers; loss differences "
                         "stay float64; default float64)")
+    p.add_argument("--forward-dtype", default=None, choices=["bfloat16"],
+                   help="mixed precision: the loss's forward and backward passes in bfloat16 around float32 "
+                        "positions (needs --dtype float32; for accelerators; default: the --dtype)")
     p.add_argument("--device", default=None, metavar="DEVICE",
                    help="where the chains run: cpu, gpu/cuda, cuda:1 (default: the framework's default device)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown unless --json)")
@@ -246,7 +249,8 @@ def sample_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of ``sample()`` from :func:`add_sampler_args`' flags (progress bar off with --json)."""
     return dict(backend=a.backend, sampler=a.sampler, num_chains=a.chains, num_draws=a.draws, num_burnin=a.burnin,
                 step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning, loss_estimate=a.loss_estimate,
-                seed=a.seed, dtype=a.dtype, eval_size=a.eval_size, device=a.device, progress_bar=not (a.no_progress or a.json), **dict(a.option))
+                seed=a.seed, dtype=a.dtype, forward_dtype=a.forward_dtype, eval_size=a.eval_size, device=a.device,
+                progress_bar=not (a.no_progress or a.json), **dict(a.option))
 
 
 def sampler_settings(a: argparse.Namespace) -> SamplerSettings:
@@ -254,7 +258,7 @@ def sampler_settings(a: argparse.Namespace) -> SamplerSettings:
     return SamplerSettings(sampler=a.sampler, num_chains=a.chains, num_draws=a.draws, num_burnin=a.burnin,
                            step_size=a.step_size, batch_size=a.batch_size, thinning=a.thinning,
                            loss_estimate=a.loss_estimate, seed=a.seed, options=dict(a.option), dtype=a.dtype,
-                           eval_size=a.eval_size, device=a.device)
+                           eval_size=a.eval_size, device=a.device, forward_dtype=a.forward_dtype)
 
 
 def observables_from_specs(specs: list[str], post) -> dict[str, Any]:

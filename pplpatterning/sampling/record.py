@@ -34,7 +34,7 @@ from pplpatterning.spec.probes import ProbePlan
 from pplpatterning.trace.moments import add_draw, batch_index, init_moments, num_batches
 
 __all__ = ["DrawRecord", "DrawValues", "make_record", "evaluation_subset", "reuses_sampler_loss", "sampler_loss",
-           "loss_rows", "draw_values", "phi_vector", "record_rows", "init_rows",
+           "loss_rows", "draw_values", "observable_arrays", "phi_vector", "record_rows", "init_rows",
            "PER_SAMPLE_MODES"]
 
 PER_SAMPLE_MODES = ("none", "stored", "streamed")
@@ -149,12 +149,15 @@ def loss_rows(record: DrawRecord, data, weights, loss_at_centre, xp, index):
 
 
 def draw_values(record: DrawRecord, loss_fn, params, *, data, weights, loss_at_centre, consts, datasets,
-                train_index, held_out, xp, token_loss_fn=None, known_loss=None) -> DrawValues:
+                train_index, held_out, xp, token_loss_fn=None, known_loss=None,
+                observable_arrays=None) -> DrawValues:
     """The values of one draw (see the module docstring). ``datasets``: {name: batch};
     ``train_index``: integer array of the recorded training sequences; ``held_out``: a batch
     or None; ``token_loss_fn``: the model's per-token loss (per-token rows). The training
     rows come from the loss's forward pass; ``known_loss`` = (L^ρ, ΔL^ρ) the sampler already
-    computed at this position replaces that pass when :func:`reuses_sampler_loss`."""
+    computed at this position replaces that pass when :func:`reuses_sampler_loss`;
+    ``observable_arrays``: {name: the backend arrays of ``Observable.arrays()``}, passed to
+    ``evaluate`` (:func:`observable_arrays`)."""
     loss = delta = rows = None
     if known_loss is not None and reuses_sampler_loss(record):
         loss, delta = (xp.astype(xp.asarray(v), xp.float64) for v in known_loss)
@@ -168,10 +171,28 @@ def draw_values(record: DrawRecord, loss_fn, params, *, data, weights, loss_at_c
                 parts.append(_rows_and_losses(record, loss_fn, token_loss_fn, params, held_out, consts, xp)[0])
             parts = [xp.reshape(p, (-1,)) for p in parts]
             rows = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
-    obs = {name: xp.astype(xp.asarray(fn(params, xp)), xp.float64) for name, fn in record.observables}
+    arrays = observable_arrays or {}
+    obs = {name: xp.astype(xp.asarray(fn.evaluate(params, arrays[name], xp) if name in arrays else fn(params, xp)),
+                           xp.float64)
+           for name, fn in record.observables}
     means = {name: xp.astype(xp.mean(loss_fn(params, datasets[name], consts, xp)), xp.float64)
              for name in record.datasets}
     return DrawValues(loss, delta, obs, means, rows)
+
+
+def observable_arrays(record: DrawRecord, convert) -> dict[str, Any]:
+    """{name: the fixed arrays of each observable that has them} as backend arrays
+    (``convert`` maps one NumPy array to the backend, dtype kept), for :func:`draw_values`."""
+    out = {}
+    for name, fn in record.observables:
+        arrays = fn.arrays() if callable(getattr(fn, "arrays", None)) and callable(getattr(fn, "evaluate", None)) else None
+        if arrays is not None:
+            out[name] = _convert_tree(arrays, convert)
+    return out
+
+
+def _convert_tree(arrays, convert):
+    return {k: _convert_tree(v, convert) if isinstance(v, Mapping) else convert(v) for k, v in arrays.items()}
 
 
 def phi_vector(record: DrawRecord, values: DrawValues, xp):
